@@ -1,0 +1,100 @@
+"""Per-user state kept in the worker's table: small, JSON-serialisable, idempotent.
+
+Delivery from Kafka is at-least-once, so applying an event must be idempotent:
+an event is skipped when its (partition, offset) is not past the last one
+applied for this user (a replay after a crash), or when its id is among the
+user's recent event ids (a producer retry written twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.events import EVENT_CODE, EVENT_TYPES
+
+
+def event_fingerprint(event_id: str) -> str:
+    """Short stable digest of an event id (8 bytes is ample within one user)."""
+    return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@dataclass
+class UserProfile:
+    """A user's recent actions (oldest first) plus bookkeeping for idempotence."""
+
+    user_id: str
+    events_applied: int = 0
+    last_event_time: float = 0.0
+    items: list[str] = field(default_factory=list)
+    kinds: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    recent_ids: list[str] = field(default_factory=list)
+    last_source: tuple[int, int] | None = None  # (partition, offset) last applied
+
+    def is_duplicate(self, event_id: str, source: tuple[int, int] | None) -> bool:
+        if source is not None and self.last_source is not None:
+            partition, offset = source
+            if partition == self.last_source[0] and offset <= self.last_source[1]:
+                return True
+        return event_fingerprint(event_id) in self.recent_ids
+
+    def record(
+        self,
+        event_id: str,
+        item_id: str,
+        event_type: str,
+        timestamp: float,
+        weight: float,
+        source: tuple[int, int] | None,
+        history_len: int,
+        dedup_window: int,
+    ) -> None:
+        """Append one (already deduplicated) event, keeping the caps."""
+        self.events_applied += 1
+        self.last_event_time = max(self.last_event_time, timestamp)
+        self.items.append(item_id)
+        self.kinds.append(EVENT_CODE[event_type])
+        self.times.append(timestamp)
+        self.weights.append(round(weight, 3))
+        if len(self.items) > history_len:
+            drop = len(self.items) - history_len
+            del self.items[:drop], self.kinds[:drop], self.times[:drop], self.weights[:drop]
+        self.recent_ids.append(event_fingerprint(event_id))
+        if len(self.recent_ids) > dedup_window:
+            del self.recent_ids[: len(self.recent_ids) - dedup_window]
+        if source is not None:
+            self.last_source = source
+
+    def kind_name(self, position: int) -> str:
+        return EVENT_TYPES[self.kinds[position]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "u": self.user_id,
+            "n": self.events_applied,
+            "t": self.last_event_time,
+            "i": self.items,
+            "k": self.kinds,
+            "ts": self.times,
+            "w": self.weights,
+            "r": self.recent_ids,
+            "s": list(self.last_source) if self.last_source is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UserProfile:
+        source = data.get("s")
+        return cls(
+            user_id=data["u"],
+            events_applied=data["n"],
+            last_event_time=data["t"],
+            items=list(data["i"]),
+            kinds=list(data["k"]),
+            times=list(data["ts"]),
+            weights=list(data["w"]),
+            recent_ids=list(data["r"]),
+            last_source=(int(source[0]), int(source[1])) if source else None,
+        )

@@ -1,0 +1,249 @@
+"""``streamrec`` command line: broker, worker, produce, tail, demo."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stream_app.settings import ConfigError, Settings, settings_to_env
+
+
+def settings_options(func: Callable) -> Callable:
+    """Flags shared by every command; each overrides its ``STREAMREC_*`` variable."""
+    options = [
+        click.option("--bootstrap", help="Kafka bootstrap servers [STREAMREC_KAFKA_BOOTSTRAP]"),
+        click.option("--partitions", type=int, help="Partitions per topic [STREAMREC_PARTITIONS]"),
+        click.option("--data-dir", help="Table store directory [STREAMREC_DATA_DIR]"),
+        click.option("--web-port", type=int, help="Worker HTTP port [STREAMREC_WEB_PORT]"),
+        click.option(
+            "--text-encoder",
+            help="bert | hashing | none | local HF model path [STREAMREC_TEXT_ENCODER]",
+        ),
+        click.option("--log-level", help="debug | info | warning [STREAMREC_LOG_LEVEL]"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        flag_names = ("bootstrap", "partitions", "data_dir", "web_port", "text_encoder", "log_level")
+        flags = {name: kwargs.pop(name) for name in flag_names}
+        flags["kafka_bootstrap"] = flags.pop("bootstrap")
+        try:
+            kwargs["settings"] = Settings.from_env(**flags)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        return func(**kwargs)
+
+    return wrapper
+
+
+@click.group()
+def main() -> None:
+    """streamrec: real-time recommendations from behaviour events on Kafka."""
+
+
+@main.command()
+@click.option("--port", type=int, default=9092, show_default=True)
+def broker(port: int) -> None:
+    """Run the embedded Tansu broker (memory only) on 127.0.0.1:PORT in the foreground."""
+    from stream_app.broker import broker_command
+
+    click.echo(f"embedded broker on 127.0.0.1:{port} (memory only; Ctrl-C stops it)", err=True)
+    os.execv(broker_command(port)[0], broker_command(port))
+
+
+@main.command()
+@settings_options
+def worker(settings: Settings) -> None:
+    """Run a stream worker (joins the consumer group; scale out by starting more)."""
+    from stream_app.app import run_worker
+    from stream_app.kafka_io import ensure_topics
+
+    ensure_topics(settings)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    run_worker(settings)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rate", type=float, default=None, help="Events per second (default: unthrottled)")
+@click.option("--limit", type=int, default=None, help="Send at most this many events")
+@click.option("--no-catalog", is_flag=True, help="Do not send the catalog found beside PATH")
+@settings_options
+def produce(
+    path: Path, rate: float | None, limit: int | None, no_catalog: bool, settings: Settings
+) -> None:
+    """Replay a data set (.inter [+ .item], .item, or .jsonl) into the input topics."""
+    from stream_app.kafka_io import ensure_topics, make_producer
+    from stream_app.replay import load_dataset, replay
+
+    events, catalog = load_dataset(path)
+    ensure_topics(settings)
+    producer = make_producer(settings)
+    try:
+        if catalog and not no_catalog:
+            replay(producer, settings.topic_catalog, catalog, "item_id", desc="catalog")
+        sent = replay(producer, settings.topic_events, events[:limit], "user_id", rate, desc="events")
+    finally:
+        producer.close()
+    click.echo(f"sent {len(catalog) if not no_catalog else 0} catalog items, {sent} events")
+
+
+def format_recommendation(rec: dict[str, Any], titles: dict[str, str]) -> str:
+    when = datetime.fromtimestamp(rec["generated_at"]).strftime("%H:%M:%S")
+    lines = [
+        click.style(f"[{when}] user {rec['user_id']}", bold=True)
+        + f"  after event {rec['trigger_event_id']}  ({rec['model_version']})"
+    ]
+    for rank, item in enumerate(rec["items"], 1):
+        name = titles.get(item["item_id"], item["item_id"])
+        lines.append(f"  {rank:2d}. {name:<40.40} {item['score']:7.3f}  {item['reason']}")
+    return "\n".join(lines)
+
+
+def tail_recommendations(
+    settings: Settings,
+    stop: threading.Event | None = None,
+    limit: int | None = None,
+    from_beginning: bool = False,
+    out: Callable[[str], None] = click.echo,
+) -> int:
+    from kafka import TopicPartition
+
+    from stream_app.kafka_io import make_consumer
+
+    titles: dict[str, str] = {}
+    consumer = make_consumer(settings, [], consumer_timeout_ms=500)
+    shown = 0
+    try:
+        rec_parts, cat_parts = [], []
+        while not rec_parts and not (stop and stop.is_set()):
+            rec_parts = consumer.partitions_for_topic(settings.topic_recommendations) or []
+            cat_parts = consumer.partitions_for_topic(settings.topic_catalog) or []
+            if not rec_parts:
+                time.sleep(0.5)
+        recs = [TopicPartition(settings.topic_recommendations, p) for p in rec_parts]
+        cats = [TopicPartition(settings.topic_catalog, p) for p in cat_parts]
+        consumer.assign(recs + cats)
+        consumer.seek_to_beginning(*cats)
+        if from_beginning:
+            consumer.seek_to_beginning(*recs)
+        while not (stop and stop.is_set()) and (limit is None or shown < limit):
+            for tp, messages in consumer.poll(timeout_ms=500).items():
+                for message in messages:
+                    try:
+                        doc = json.loads(message.value)
+                    except ValueError:
+                        continue
+                    if tp.topic == settings.topic_catalog:
+                        if isinstance(doc, dict) and "item_id" in doc and "title" in doc:
+                            titles[str(doc["item_id"])] = str(doc["title"])
+                    else:
+                        out(format_recommendation(doc, titles))
+                        shown += 1
+    finally:
+        consumer.close()
+    return shown
+
+
+@main.command()
+@click.option("--from-beginning", is_flag=True, help="Replay recommendations already on the topic")
+@click.option("--limit", type=int, default=None, help="Exit after this many recommendations")
+@settings_options
+def tail(from_beginning: bool, limit: int | None, settings: Settings) -> None:
+    """Print recommendations as they arrive, with item titles and reasons."""
+    try:
+        tail_recommendations(settings, limit=limit, from_beginning=from_beginning)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Replay this data set instead of the generated sample")
+@click.option("--rate", type=float, default=50.0, show_default=True, help="Events per second")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds")
+@click.option("--port", type=int, default=None, help="Broker port (default: a free one)")
+@settings_options
+def demo(data: Path | None, rate: float, duration: float | None, port: int | None,
+         settings: Settings) -> None:
+    """All in one: embedded broker, a worker, a replay, and live recommendations."""
+    from stream_app.broker import EmbeddedBroker, free_port
+    from stream_app.demo_data import demo_catalog, demo_events
+    from stream_app.kafka_io import ensure_topics, make_producer
+    from stream_app.replay import load_dataset, replay
+
+    workdir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
+    stop = threading.Event()
+    broker = EmbeddedBroker(port, log_path=workdir / "broker.log")
+    worker_proc = None
+    click.echo(f"starting embedded broker (logs in {workdir}) ...", err=True)
+    broker.start()
+    try:
+        settings = settings.with_overrides(
+            kafka_bootstrap=broker.bootstrap,
+            data_dir=str(workdir / "data"),
+            web_port=free_port() if settings.web_port == 6066 else settings.web_port,
+        )
+        ensure_topics(settings)
+        env = {**os.environ, **settings_to_env(settings)}
+        worker_log = open(workdir / "worker.log", "ab")  # noqa: SIM115
+        worker_proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_app.cli", "worker"],
+            env=env, stdout=worker_log, stderr=subprocess.STDOUT,
+        )
+        events, catalog = load_dataset(data) if data else (demo_events(), demo_catalog())
+        click.echo(
+            f"worker started (pid {worker_proc.pid}, http://127.0.0.1:{settings.web_port}); "
+            f"replaying {len(catalog)} items and {len(events)} events at {rate:g}/s",
+            err=True,
+        )
+
+        def produce_all() -> None:
+            try:
+                producer = make_producer(settings)
+                try:
+                    replay(producer, settings.topic_catalog, catalog, "item_id", progress=False)
+                    replay(producer, settings.topic_events, events, "user_id", rate,
+                           progress=False, stop=stop)
+                finally:
+                    producer.close()
+            except Exception as exc:  # noqa: BLE001 - report and end the demo
+                click.echo(f"replay failed: {exc!r}", err=True)
+                stop.set()
+
+        threading.Thread(target=produce_all, daemon=True).start()
+        if duration:
+            threading.Timer(duration, stop.set).start()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        tail_recommendations(settings, stop=stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        click.echo("\nshutting down ...", err=True)
+        if worker_proc is not None:
+            worker_proc.send_signal(signal.SIGTERM)
+            try:
+                worker_proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker_proc.kill()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The worker's model state and the records it produces, free of Kafka plumbing.
+
+Agents hand validated records to an :class:`Engine`; tests and the evaluator can
+drive the same object directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from models import (
+    ItemFeaturizer,
+    ItemIndex,
+    ItemText,
+    Recommender,
+    RecommenderConfig,
+    UserProfile,
+    build_text_encoder,
+)
+from schemas import BehaviorEvent, CatalogItem, DeadLetter, Recommendation, RecommendedItem
+from schemas.records import MAX_DEAD_LETTER_PAYLOAD
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Item index + recommender built from settings; one per worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        device = settings.resolved_device()
+        self.featurizer = ItemFeaturizer(build_text_encoder(settings.text_encoder, device))
+        self.items = ItemIndex(self.featurizer.dim)
+        self.recommender = Recommender(
+            self.items,
+            RecommenderConfig(
+                top_k=settings.top_k,
+                history_len=settings.history_len,
+                interest_window=settings.interest_window,
+                interest_half_life_s=settings.interest_half_life_s,
+                popularity_half_life_s=settings.popularity_half_life_s,
+                exclude_consumed=settings.exclude_consumed,
+            ),
+            content_name=self.featurizer.name,
+        )
+
+    # -- catalog ---------------------------------------------------------------
+    def featurize(self, catalog: Sequence[CatalogItem]) -> tuple[list[ItemText], np.ndarray]:
+        """Embed catalog items; pure and thread-safe, so it can run off the event loop."""
+        texts = [
+            ItemText(c.item_id, c.title, tuple(c.categories or ()), c.description) for c in catalog
+        ]
+        return texts, self.featurizer.featurize(texts)
+
+    def add_items(self, texts: list[ItemText], vectors: np.ndarray) -> None:
+        self.items.upsert(texts, vectors)
+
+    # -- events ----------------------------------------------------------------
+    @staticmethod
+    def load_profile(user_id: str, stored: dict | None) -> UserProfile:
+        if not stored:
+            return UserProfile(user_id)
+        try:
+            return UserProfile.from_dict(stored)
+        except (KeyError, TypeError, ValueError, IndexError):
+            log.warning("unreadable stored profile for user %s; starting afresh", user_id)
+            return UserProfile(user_id)
+
+    def apply(
+        self, profile: UserProfile, event: BehaviorEvent, source: tuple[int, int] | None
+    ) -> bool:
+        return self.recommender.learn_one(profile, event, source)
+
+    def recommend(
+        self, profiles: Sequence[UserProfile], triggers: Sequence[str]
+    ) -> list[Recommendation]:
+        """One Recommendation per profile; ``triggers`` are the causing event ids."""
+        now = time.time()
+        ranked = self.recommender.recommend(profiles)
+        return [
+            Recommendation(
+                user_id=profile.user_id,
+                items=[RecommendedItem(s.item_id, s.score, s.reason) for s in scored],
+                trigger_event_id=trigger,
+                generated_at=now,
+                model_version=self.recommender.version,
+            )
+            for profile, trigger, scored in zip(profiles, triggers, ranked, strict=True)
+        ]
+
+
+def dead_letter(
+    payload: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    kind: str,
+    message: str,
+) -> DeadLetter:
+    raw = payload or b""
+    truncated = len(raw) > MAX_DEAD_LETTER_PAYLOAD
+    raw = raw[:MAX_DEAD_LETTER_PAYLOAD]
+    return DeadLetter(
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        error_kind=kind,
+        error_message=message[:1000],
+        payload=raw.decode("utf-8", errors="replace"),
+        payload_b64=base64.b64encode(raw).decode("ascii"),
+        payload_truncated=truncated,
+        failed_at=time.time(),
+    )

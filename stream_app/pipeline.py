@@ -1,0 +1,239 @@
+"""The streaming topology: validate → update per-user state → recommend.
+
+- ``process_events`` (agent, partitioned by user): micro-batches of raw events;
+  bad ones go to the dead-letter topic, each touched user's profile is updated
+  in the ``user-profiles`` table, and one recommendation per touched user is
+  emitted per micro-batch.
+- ``validate_catalog`` (agent): dead-letters bad catalog messages.
+- ``follow_catalog`` (task, every worker): reads the whole catalog topic, since
+  every worker must be able to rank every item, and embeds new items off the
+  event loop so they become recommendable without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas import BehaviorEvent, InvalidInput, ValidationPolicy, parse_catalog_item, parse_event
+from schemas.records import DeadLetter, Recommendation
+from stream_app.engine import Engine, dead_letter
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineStats:
+    """Counters the agents keep; read by tests, logs and (later) metrics."""
+
+    events_in: int = 0
+    events_applied: int = 0
+    duplicates: int = 0
+    rerouted: int = 0
+    recommendations_out: int = 0
+    catalog_items: int = 0
+    dead_letters: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Pipeline:
+    app: faust.App
+    engine: Engine
+    stats: PipelineStats
+    events_topic: Any
+    catalog_topic: Any
+    recommendations_topic: Any
+    dead_letters_topic: Any
+    profiles: Any
+    agents: dict[str, Any]
+
+
+def validation_policy(settings: Settings) -> ValidationPolicy:
+    return ValidationPolicy(
+        max_bytes=settings.max_message_bytes,
+        unknown_fields=settings.unknown_fields,
+        max_future_skew_s=settings.max_future_skew_s,
+    )
+
+
+def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pipeline:
+    """Declare topics, the profile table, the agents and the catalog follower on ``app``."""
+    stats = PipelineStats()
+    policy = validation_policy(settings)
+    partitions = settings.partitions
+    events_topic = app.topic(
+        settings.topic_events, key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
+    catalog_topic = app.topic(
+        settings.topic_catalog, key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
+    recommendations_topic = app.topic(
+        settings.topic_recommendations,
+        key_type=str,
+        value_type=Recommendation,
+        key_serializer="raw",
+        partitions=partitions,
+    )
+    dead_letters_topic = app.topic(
+        settings.topic_dead_letters, value_type=DeadLetter, partitions=partitions
+    )
+    profiles = app.Table(
+        "user-profiles",
+        default=None,
+        schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+        partitions=partitions,
+    )
+
+    async def send_dead_letter(message: Any, kind: str, text: str) -> None:
+        stats.dead_letters[kind] += 1
+        await dead_letters_topic.send(
+            value=dead_letter(
+                message.value, message.topic, message.partition, message.offset, kind, text
+            )
+        )
+
+    @app.agent(events_topic, name="process-events")
+    async def process_events(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+            await _process_batch(batch, stream)
+
+    async def _process_batch(batch: Sequence[faust.EventT], stream: faust.StreamT) -> None:
+        by_user: dict[str, list[tuple[BehaviorEvent, faust.EventT]]] = {}
+        for event in batch:
+            message = event.message
+            stats.events_in += 1
+            try:
+                record = parse_event(message.value, policy)
+            except InvalidInput as exc:
+                await send_dead_letter(message, exc.kind, exc.message)
+                continue
+            key = record.user_id.encode("utf-8")
+            if message.key != key:
+                # State is partitioned by user; a message keyed otherwise would
+                # land beside another user's state. Re-key it once.
+                stats.rerouted += 1
+                await events_topic.send(key=key, value=message.value)
+                continue
+            by_user.setdefault(record.user_id, []).append((record, event))
+
+        touched, triggers = [], []
+        for user_id, user_events in by_user.items():
+            # The table writes to the changelog partition of the "current event";
+            # within a micro-batch that must be this user's own event.
+            stream._set_current_event(user_events[-1][1])
+            try:
+                profile = engine.load_profile(user_id, profiles.get(user_id))
+                changed = False
+                for record, event in user_events:
+                    source = (event.message.partition, event.message.offset)
+                    if engine.apply(profile, record, source):
+                        changed = True
+                        stats.events_applied += 1
+                    else:
+                        stats.duplicates += 1
+                if changed:
+                    profiles[user_id] = profile.to_dict()
+                    touched.append(profile)
+                    triggers.append(user_events[-1][0].event_id)
+            except Exception as exc:  # noqa: BLE001 - input must never kill the worker
+                log.exception("processing failed for user %s", user_id)
+                for _, event in user_events:
+                    await send_dead_letter(event.message, "processing_error", repr(exc))
+        if touched:
+            for recommendation in engine.recommend(touched, triggers):
+                await recommendations_topic.send(key=recommendation.user_id, value=recommendation)
+            stats.recommendations_out += len(touched)
+
+    @app.agent(catalog_topic, name="validate-catalog")
+    async def validate_catalog(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                parse_catalog_item(event.message.value, policy)
+            except InvalidInput as exc:
+                await send_dead_letter(event.message, exc.kind, exc.message)
+
+    @app.task
+    async def follow_catalog() -> None:
+        await CatalogFollower(settings, engine, policy, stats).run()
+
+    return Pipeline(
+        app=app,
+        engine=engine,
+        stats=stats,
+        events_topic=events_topic,
+        catalog_topic=catalog_topic,
+        recommendations_topic=recommendations_topic,
+        dead_letters_topic=dead_letters_topic,
+        profiles=profiles,
+        agents={"process-events": process_events, "validate-catalog": validate_catalog},
+    )
+
+
+class CatalogFollower:
+    """Reads every partition of the catalog topic from the start, without a group."""
+
+    def __init__(
+        self, settings: Settings, engine: Engine, policy: ValidationPolicy, stats: PipelineStats
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.policy = policy
+        self.stats = stats
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **self.settings.security.kafka_python_kwargs(),
+        )
+        await consumer.start()
+        try:
+            assigned: set[int] = set()
+            loop = asyncio.get_running_loop()
+            while True:
+                assigned = await self._assign_new_partitions(consumer, assigned)
+                if not assigned:
+                    await asyncio.sleep(1.0)
+                    continue
+                batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
+                items = {}
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            item = parse_catalog_item(record.value, self.policy)
+                        except InvalidInput:
+                            continue  # validate-catalog dead-letters it once
+                        items[item.item_id] = item  # the latest version wins
+                if items:
+                    texts, vectors = await loop.run_in_executor(
+                        None, self.engine.featurize, list(items.values())
+                    )
+                    self.engine.add_items(texts, vectors)
+                    self.stats.catalog_items = len(self.engine.items)
+                    log.info("catalog: %d items embedded, %d known", len(items), len(texts))
+        finally:
+            await consumer.stop()
+
+    async def _assign_new_partitions(self, consumer: AIOKafkaConsumer, assigned: set[int]):
+        topic = self.settings.topic_catalog
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()  # topic may not exist yet
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions or set(partitions) <= assigned:
+            return assigned
+        new = set(partitions) - assigned
+        all_tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(all_tps)
+        await consumer.seek_to_beginning(*[TopicPartition(topic, p) for p in sorted(new)])
+        return set(partitions)

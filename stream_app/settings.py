@@ -1,0 +1,191 @@
+"""All worker and CLI settings in one place: defaults, then environment, then flags."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "STREAMREC_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or inconsistent; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """Connection security passed through to Faust, aiokafka and kafka-python."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def validate(self) -> None:
+        protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        if self.protocol not in protocols:
+            raise ConfigError(f"STREAMREC_KAFKA_SECURITY_PROTOCOL must be one of {protocols}")
+        if self.protocol.startswith("SASL"):
+            mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+            if self.sasl_mechanism not in mechanisms:
+                raise ConfigError(f"STREAMREC_KAFKA_SASL_MECHANISM must be one of {mechanisms}")
+            if not self.sasl_username or not self.sasl_password:
+                raise ConfigError(
+                    "SASL needs STREAMREC_KAFKA_SASL_USERNAME and STREAMREC_KAFKA_SASL_PASSWORD"
+                )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"STREAMREC_KAFKA_{name.upper()}: no such file {path!r}")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.uses_ssl:
+            return None
+        context = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
+    def kafka_python_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients (and aiokafka, same names)."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol.startswith("SASL"):
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if self.uses_ssl:
+            kwargs["ssl_context"] = self.ssl_context()
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob, each readable from ``STREAMREC_<NAME>`` (upper-cased field name)."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "streamrec"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: str = "./data"
+    api_token: str | None = None
+    # topics
+    topic_events: str = "behavior-events"
+    topic_catalog: str = "item-catalog"
+    topic_recommendations: str = "recommendations"
+    topic_dead_letters: str = "dead-letters"
+    partitions: int = 4
+    replication_factor: int = 1
+    # processing
+    batch_size: int = 500
+    batch_wait_s: float = 0.05
+    top_k: int = 10
+    # models
+    text_encoder: str = "bert"  # bert | hashing | none | /path/to/local/hf/model
+    device: str = "auto"  # auto | cpu | cuda
+    history_len: int = 100
+    interest_window: int = 50
+    interest_half_life_s: float = 7 * 86_400.0
+    popularity_half_life_s: float = 7 * 86_400.0
+    exclude_consumed: bool = True
+    # input policy
+    max_message_bytes: int = 64 * 1024
+    unknown_fields: str = "ignore"  # ignore | reject
+    max_future_skew_s: float = 86_400.0
+    # faust / group membership (short session: Tansu holds JoinGroup for half of it)
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 3.0
+    log_level: str = "info"
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults ← ``STREAMREC_*`` environment ← explicit ``overrides`` (flags)."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "security":
+                continue
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, raw, f.type)
+        security_values = {}
+        for f in fields(KafkaSecurity):
+            raw = env.get(f"{ENV_PREFIX}KAFKA_{f.name.upper()}")
+            if raw:
+                security_values[f.name] = raw
+        if "protocol" in security_values:
+            security_values["protocol"] = security_values["protocol"].upper()
+        values["security"] = KafkaSecurity(**security_values)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self) -> None:
+        if not self.kafka_bootstrap.strip():
+            raise ConfigError("STREAMREC_KAFKA_BOOTSTRAP is empty")
+        if self.partitions < 1 or self.batch_size < 1 or self.top_k < 1:
+            raise ConfigError("partitions, batch_size and top_k must be >= 1")
+        if self.unknown_fields not in ("ignore", "reject"):
+            raise ConfigError("STREAMREC_UNKNOWN_FIELDS must be 'ignore' or 'reject'")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError("STREAMREC_DEVICE must be auto, cpu or cuda[:N]")
+        self.security.validate()
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _coerce(name: str, raw: str, annotation: Any) -> Any:
+    text = str(annotation)
+    try:
+        if text.startswith("bool"):
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes", "on")
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {text}") from None
+    return raw
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """``STREAMREC_*`` variables that reproduce ``settings`` in a child process."""
+    env = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if f.name == "security":
+            for sf in fields(KafkaSecurity):
+                sub = getattr(value, sf.name)
+                if sub is not None:
+                    env[f"{ENV_PREFIX}KAFKA_{sf.name.upper()}"] = str(sub)
+        elif value is not None:
+            env[ENV_PREFIX + f.name.upper()] = str(value)
+    return env
