@@ -110,7 +110,9 @@ class Recommender:
 
     def predict_one(self, profile: UserProfile, item_id: str) -> float:
         """Fused score of one item for one user (same formula as ``recommend``)."""
-        return float(self._scores([profile])[0][self.items.ensure(item_id)])
+        row = self.items.ensure(item_id)
+        fused, _ = self._scores([profile])
+        return float(fused[0, row])
 
     def _scores(self, profiles: Sequence[UserProfile]) -> tuple[np.ndarray, np.ndarray]:
         n_items = len(self.items)

@@ -96,9 +96,7 @@ class BertTextEncoder:
                     f"BERT model directory {self.model_path!r} does not exist; "
                     "set STREAMREC_TEXT_ENCODER to a local Hugging Face model path"
                 )
-            self._tokenizer = AutoTokenizer.from_pretrained(
-                self.model_path, local_files_only=True
-            )
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
             model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
             self._model = model.to(self.device).eval()
 

@@ -39,7 +39,14 @@ def settings_options(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
-        flag_names = ("bootstrap", "partitions", "data_dir", "web_port", "text_encoder", "log_level")
+        flag_names = (
+            "bootstrap",
+            "partitions",
+            "data_dir",
+            "web_port",
+            "text_encoder",
+            "log_level",
+        )
         flags = {name: kwargs.pop(name) for name in flag_names}
         flags["kafka_bootstrap"] = flags.pop("bootstrap")
         try:
@@ -97,7 +104,9 @@ def produce(
     try:
         if catalog and not no_catalog:
             replay(producer, settings.topic_catalog, catalog, "item_id", desc="catalog")
-        sent = replay(producer, settings.topic_events, events[:limit], "user_id", rate, desc="events")
+        sent = replay(
+            producer, settings.topic_events, events[:limit], "user_id", rate, desc="events"
+        )
     finally:
         producer.close()
     click.echo(f"sent {len(catalog) if not no_catalog else 0} catalog items, {sent} events")
@@ -173,14 +182,18 @@ def tail(from_beginning: bool, limit: int | None, settings: Settings) -> None:
 
 
 @main.command()
-@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Replay this data set instead of the generated sample")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Replay this data set instead of the generated sample",
+)
 @click.option("--rate", type=float, default=50.0, show_default=True, help="Events per second")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds")
 @click.option("--port", type=int, default=None, help="Broker port (default: a free one)")
 @settings_options
-def demo(data: Path | None, rate: float, duration: float | None, port: int | None,
-         settings: Settings) -> None:
+def demo(
+    data: Path | None, rate: float, duration: float | None, port: int | None, settings: Settings
+) -> None:
     """All in one: embedded broker, a worker, a replay, and live recommendations."""
     from stream_app.broker import EmbeddedBroker, free_port
     from stream_app.demo_data import demo_catalog, demo_events
@@ -204,7 +217,9 @@ def demo(data: Path | None, rate: float, duration: float | None, port: int | Non
         worker_log = open(workdir / "worker.log", "ab")  # noqa: SIM115
         worker_proc = subprocess.Popen(
             [sys.executable, "-m", "stream_app.cli", "worker"],
-            env=env, stdout=worker_log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
         )
         events, catalog = load_dataset(data) if data else (demo_events(), demo_catalog())
         click.echo(
@@ -218,8 +233,15 @@ def demo(data: Path | None, rate: float, duration: float | None, port: int | Non
                 producer = make_producer(settings)
                 try:
                     replay(producer, settings.topic_catalog, catalog, "item_id", progress=False)
-                    replay(producer, settings.topic_events, events, "user_id", rate,
-                           progress=False, stop=stop)
+                    replay(
+                        producer,
+                        settings.topic_events,
+                        events,
+                        "user_id",
+                        rate,
+                        progress=False,
+                        stop=stop,
+                    )
                 finally:
                     producer.close()
             except Exception as exc:  # noqa: BLE001 - report and end the demo

@@ -6,15 +6,34 @@ import random
 from typing import Any
 
 GENRES: dict[str, tuple[list[str], list[str]]] = {
-    "Horror": (["Haunted", "Cursed", "Silent", "Bleeding", "Hollow"], ["Cellar", "Asylum", "Woods"]),
-    "Comedy": (["Awkward", "Lucky", "Clumsy", "Cheerful", "Wacky"], ["Wedding", "Roommates", "Holiday"]),
-    "Sci-Fi": (["Quantum", "Orbital", "Synthetic", "Stellar", "Cyber"], ["Frontier", "Colony", "Android"]),
+    "Horror": (
+        ["Haunted", "Cursed", "Silent", "Bleeding", "Hollow"],
+        ["Cellar", "Asylum", "Woods"],
+    ),
+    "Comedy": (
+        ["Awkward", "Lucky", "Clumsy", "Cheerful", "Wacky"],
+        ["Wedding", "Roommates", "Holiday"],
+    ),
+    "Sci-Fi": (
+        ["Quantum", "Orbital", "Synthetic", "Stellar", "Cyber"],
+        ["Frontier", "Colony", "Android"],
+    ),
     "Romance": (["Sweet", "Paris", "Summer", "Secret", "Forever"], ["Letters", "Promise", "Kiss"]),
-    "Documentary": (["Deep", "Hidden", "Wild", "Ancient", "Modern"], ["Oceans", "Cities", "Empires"]),
+    "Documentary": (
+        ["Deep", "Hidden", "Wild", "Ancient", "Modern"],
+        ["Oceans", "Cities", "Empires"],
+    ),
     "Animation": (["Little", "Brave", "Magic", "Tiny", "Happy"], ["Dragon", "Robot", "Penguin"]),
 }
-EVENT_MIX = [("view", 0.55), ("click", 0.2), ("add_to_cart", 0.08), ("purchase", 0.07),
-             ("like", 0.05), ("share", 0.02), ("skip", 0.03)]
+EVENT_MIX = [
+    ("view", 0.55),
+    ("click", 0.2),
+    ("add_to_cart", 0.08),
+    ("purchase", 0.07),
+    ("like", 0.05),
+    ("share", 0.02),
+    ("skip", 0.03),
+]
 
 
 def demo_catalog() -> list[dict[str, Any]]:
@@ -22,12 +41,14 @@ def demo_catalog() -> list[dict[str, Any]]:
     for genre, (adjectives, nouns) in GENRES.items():
         for adjective in adjectives:
             for noun in nouns:
-                items.append({
-                    "item_id": f"{genre[:3].lower()}-{adjective.lower()}-{noun.lower()}",
-                    "title": f"The {adjective} {noun}",
-                    "description": f"A {genre.lower()} title.",
-                    "categories": [genre],
-                })
+                items.append(
+                    {
+                        "item_id": f"{genre[:3].lower()}-{adjective.lower()}-{noun.lower()}",
+                        "title": f"The {adjective} {noun}",
+                        "description": f"A {genre.lower()} title.",
+                        "categories": [genre],
+                    }
+                )
     return items
 
 
@@ -49,13 +70,15 @@ def demo_events(
         for n in range(events_per_user):
             genre = rng.choice(favourites) if rng.random() < 0.85 else rng.choice(genres)
             ts += rng.expovariate(1 / 90.0)
-            events.append({
-                "event_id": f"demo-{u}-{n}",
-                "user_id": f"user-{u}",
-                "item_id": rng.choice(by_genre[genre]),
-                "event_type": rng.choices(kinds, weights)[0],
-                "timestamp": round(ts, 3),
-                "context": {"device": rng.choice(["web", "ios", "android"])},
-            })
+            events.append(
+                {
+                    "event_id": f"demo-{u}-{n}",
+                    "user_id": f"user-{u}",
+                    "item_id": rng.choice(by_genre[genre]),
+                    "event_type": rng.choices(kinds, weights)[0],
+                    "timestamp": round(ts, 3),
+                    "context": {"device": rng.choice(["web", "ios", "android"])},
+                }
+            )
     events.sort(key=lambda e: e["timestamp"])
     return events

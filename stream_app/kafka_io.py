@@ -62,9 +62,9 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "retry_backoff_ms": 200,
         "max_in_flight_requests_per_connection": 1,  # keeps a user's events in order on retry
         "key_serializer": lambda k: k.encode("utf-8") if isinstance(k, str) else k,
-        "value_serializer": lambda v: json.dumps(v, separators=(",", ":")).encode("utf-8")
-        if isinstance(v, dict)
-        else v,
+        "value_serializer": lambda v: (
+            json.dumps(v, separators=(",", ":")).encode("utf-8") if isinstance(v, dict) else v
+        ),
     }
     options.update(overrides)
     return KafkaProducer(**client_kwargs(settings), **options)

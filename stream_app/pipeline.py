@@ -26,6 +26,7 @@ from schemas import BehaviorEvent, InvalidInput, ValidationPolicy, parse_catalog
 from schemas.records import DeadLetter, Recommendation
 from stream_app.engine import Engine, dead_letter
 from stream_app.settings import Settings
+from stream_app.web import register_views
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,13 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
             except InvalidInput as exc:
                 await send_dead_letter(event.message, exc.kind, exc.message)
 
+    follower = CatalogFollower(settings, engine, policy, stats)
+
     @app.task
     async def follow_catalog() -> None:
-        await CatalogFollower(settings, engine, policy, stats).run()
+        await follower.run()
+
+    register_views(app, settings, follower)
 
     return Pipeline(
         app=app,
@@ -187,6 +192,7 @@ class CatalogFollower:
         self.engine = engine
         self.policy = policy
         self.stats = stats
+        self.caught_up = False  # read the catalog up to the high watermark at least once
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -220,9 +226,23 @@ class CatalogFollower:
                     )
                     self.engine.add_items(texts, vectors)
                     self.stats.catalog_items = len(self.engine.items)
-                    log.info("catalog: %d items embedded, %d known", len(items), len(texts))
+                    log.info(
+                        "catalog: %d items embedded, %d known", len(texts), len(self.engine.items)
+                    )
+                if not self.caught_up and await self._at_high_watermark(consumer):
+                    self.caught_up = True
+                    log.info("catalog: caught up")
         finally:
             await consumer.stop()
+
+    @staticmethod
+    async def _at_high_watermark(consumer: AIOKafkaConsumer) -> bool:
+        # The Fetch high watermark, not ListOffsets: see BROKER-NOTES (Tansu quirk).
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None or highwater > await consumer.position(tp):
+                return False
+        return True
 
     async def _assign_new_partitions(self, consumer: AIOKafkaConsumer, assigned: set[int]):
         topic = self.settings.topic_catalog

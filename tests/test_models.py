@@ -1,0 +1,141 @@
+import pickle
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from models import (
+    DecayedPopularity,
+    HashingTextEncoder,
+    ItemFeaturizer,
+    ItemIndex,
+    ItemText,
+    Recommender,
+    RecommenderConfig,
+    UserProfile,
+    event_weight,
+)
+from tests.conftest import genre_catalog
+
+DAY = 86_400.0
+
+
+def ev(event_id, item, ts, kind="view", value=None, user="u"):
+    return SimpleNamespace(
+        event_id=event_id, user_id=user, item_id=item, event_type=kind, timestamp=ts, value=value
+    )
+
+
+@pytest.fixture
+def recommender():
+    featurizer = ItemFeaturizer(HashingTextEncoder())
+    texts = [ItemText(c["item_id"], c["title"], tuple(c["categories"])) for c in genre_catalog()]
+    index = ItemIndex(featurizer.dim, initial_capacity=4)  # forces growth
+    index.upsert(texts, featurizer.featurize(texts))
+    return Recommender(index, RecommenderConfig(top_k=5), content_name=featurizer.name)
+
+
+def test_event_weights_rank_actions():
+    assert event_weight("purchase", None) > event_weight("click", None) > event_weight("view", None)
+    assert event_weight("skip", None) < 0
+    assert event_weight("rating", 5) > event_weight("rating", 1) > 0
+
+
+def test_popularity_decays_by_half_life():
+    pop = DecayedPopularity(half_life_s=DAY)
+    pop.learn_one(0, timestamp=0.0)
+    pop.learn_one(1, timestamp=2 * DAY)
+    counts = pop.counts(3)
+    assert counts[0] == pytest.approx(0.25) and counts[1] == pytest.approx(1.0)
+    assert counts[2] == 0.0
+    pop.learn_one(0, timestamp=200 * DAY)  # rebases without overflow
+    assert np.isfinite(pop.counts(2)).all() and pop.counts(2)[0] == pytest.approx(1.0)
+
+
+def test_user_with_one_genre_gets_that_genre(recommender):
+    profile = UserProfile("u")
+    for n, item in enumerate(["h0", "h1", "h2", "h3"]):
+        assert recommender.learn_one(profile, ev(f"e{n}", item, 1e9 + n, "purchase"), (0, n))
+    # Comedy is what everybody else watches.
+    for n in range(30):
+        recommender.learn_one(UserProfile("other"), ev(f"o{n}", f"c{n % 3}", 1e9 + n), None)
+    top = recommender.recommend([profile])[0]
+    assert len(top) == 5
+    assert all(item.item_id.startswith("h") for item in top)
+    assert not {"h0", "h1", "h2", "h3"} & {item.item_id for item in top}  # consumed excluded
+    assert all(item.reason.startswith("similar to '") for item in top)
+    assert [s.score for s in top] == sorted((s.score for s in top), reverse=True)
+
+
+def test_cold_user_gets_popular_items(recommender):
+    for n in range(10):
+        recommender.learn_one(UserProfile(f"x{n}"), ev(f"p{n}", "c7", 1e9 + n), None)
+    top = recommender.recommend([UserProfile("new")])[0]
+    assert top[0].item_id == "c7" and top[0].reason == "popular now"
+
+
+def test_replayed_and_duplicate_events_are_not_applied_twice(recommender):
+    profile = UserProfile("u")
+    assert recommender.learn_one(profile, ev("a", "h1", 1e9), (3, 10))
+    assert not recommender.learn_one(profile, ev("a", "h1", 1e9), (3, 10))  # same offset
+    assert not recommender.learn_one(profile, ev("b", "h2", 1e9), (3, 9))  # older offset
+    assert not recommender.learn_one(profile, ev("a", "h1", 1e9), (3, 11))  # producer retry
+    assert recommender.learn_one(profile, ev("c", "h2", 1e9), (3, 12))
+    assert profile.events_applied == 2
+
+
+def test_batch_ranking_matches_single_user_ranking(recommender):
+    profiles = []
+    for u, items in enumerate((["h0", "h5"], ["c1"], [])):
+        profile = UserProfile(f"u{u}")
+        for n, item in enumerate(items):
+            recommender.learn_one(profile, ev(f"{u}-{n}", item, 1e9 + n, "like"), None)
+        profiles.append(profile)
+    together = recommender.recommend(profiles)
+    alone = [recommender.recommend([p])[0] for p in profiles]
+    assert together == alone
+
+
+def test_recent_actions_outweigh_old_ones(recommender):
+    profile = UserProfile("u")
+    recommender.learn_one(profile, ev("old", "h0", 1e9, "purchase"), None)
+    recommender.learn_one(profile, ev("new", "c0", 1e9 + 30 * DAY, "purchase"), None)
+    assert recommender.recommend([profile])[0][0].item_id.startswith("c")
+    assert recommender.predict_one(profile, "c5") > recommender.predict_one(profile, "h5")
+
+
+def test_skip_pushes_similar_items_down(recommender):
+    base, skipped = UserProfile("a"), UserProfile("b")
+    for profile in (base, skipped):
+        recommender.learn_one(profile, ev(f"{profile.user_id}1", "h0", 1e9, "view"), None)
+        recommender.learn_one(profile, ev(f"{profile.user_id}2", "c0", 1e9, "view"), None)
+    recommender.learn_one(skipped, ev("b3", "h1", 1e9, "skip"), None)
+    assert recommender.predict_one(skipped, "h5") < recommender.predict_one(base, "h5")
+
+
+def test_items_seen_only_in_events_are_rankable():
+    index = ItemIndex(8)
+    rec = Recommender(index)
+    for n in range(3):
+        rec.learn_one(UserProfile(f"v{n}"), ev(f"e{n}", "only-id", 1e9), None)
+    assert rec.recommend([UserProfile("new")])[0][0].item_id == "only-id"
+
+
+def test_profile_round_trips_and_stays_bounded(recommender):
+    profile = UserProfile("u")
+    for n in range(500):
+        recommender.learn_one(profile, ev(f"e{n}", f"h{n % 12}", 1e9 + n), (0, n))
+    data = profile.to_dict()
+    assert UserProfile.from_dict(data) == profile
+    assert len(profile.items) == recommender.config.history_len
+    assert len(profile.recent_ids) == recommender.config.dedup_window
+    assert profile.events_applied == 500
+    assert pickle.loads(pickle.dumps(profile)) == profile
+
+
+def test_hashing_encoder_is_deterministic_and_unit_length():
+    enc = HashingTextEncoder(64)
+    a, b = enc.encode(["Haunted Nightmare", "haunted nightmare"]), enc.encode(["Haunted Nightmare"])
+    np.testing.assert_allclose(a[0], a[1])
+    np.testing.assert_allclose(a[0], b[0])
+    assert np.linalg.norm(a[0]) == pytest.approx(1.0)
