@@ -58,6 +58,13 @@ class ItemFeaturizer:
     def name(self) -> str:
         return self.encoder.name if self.encoder else "categories-only"
 
+    @property
+    def text_dim(self) -> int:
+        return self.encoder.dim if self.encoder else 0
+
+    def new_index(self) -> ItemIndex:
+        return ItemIndex(self.dim, text_dim=self.text_dim)
+
     def featurize(self, items: Sequence[ItemText]) -> np.ndarray:
         cats = np.zeros((len(items), self.category_dims), dtype=np.float32)
         for row, item in enumerate(items):
@@ -75,8 +82,9 @@ class ItemFeaturizer:
 class ItemIndex:
     """Item ids ↔ rows, display metadata and the ``[n_items, dim]`` feature matrix."""
 
-    def __init__(self, dim: int, initial_capacity: int = 1024) -> None:
+    def __init__(self, dim: int, initial_capacity: int = 1024, text_dim: int = 0) -> None:
         self.dim = dim
+        self.text_dim = text_dim  # leading columns that hold the text embedding
         self.ids: list[str] = []
         self.row_of: dict[str, int] = {}
         self.titles: list[str | None] = []

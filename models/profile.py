@@ -33,6 +33,8 @@ class UserProfile:
     weights: list[float] = field(default_factory=list)
     recent_ids: list[str] = field(default_factory=list)
     last_source: tuple[int, int] | None = None  # (partition, offset) last applied
+    long_term: str | None = None  # packed BERT vector of the rendered history
+    long_term_at: int = 0  # events_applied when long_term was computed
 
     def is_duplicate(self, event_id: str, source: tuple[int, int] | None) -> bool:
         if source is not None and self.last_source is not None:
@@ -68,8 +70,15 @@ class UserProfile:
         if source is not None:
             self.last_source = source
 
+    def copy(self) -> UserProfile:
+        return UserProfile.from_dict(self.to_dict())
+
     def kind_name(self, position: int) -> str:
         return EVENT_TYPES[self.kinds[position]]
+
+    @staticmethod
+    def kind_name_of(code: int) -> str:
+        return EVENT_TYPES[code]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +91,8 @@ class UserProfile:
             "w": self.weights,
             "r": self.recent_ids,
             "s": list(self.last_source) if self.last_source is not None else None,
+            "lt": self.long_term,
+            "la": self.long_term_at,
         }
 
     @classmethod
@@ -97,4 +108,6 @@ class UserProfile:
             weights=list(data["w"]),
             recent_ids=list(data["r"]),
             last_source=(int(source[0]), int(source[1])) if source else None,
+            long_term=data.get("lt"),
+            long_term_at=data.get("la", 0),
         )

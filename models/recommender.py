@@ -1,12 +1,18 @@
 """Interest fusion and ranking: the one entry point the stream agents call.
 
-Short-term interest is a time-decayed, action-weighted sum of the content
-vectors of the user's recent items; it is blended per user with decayed
-popularity, trusting popularity more the less evidence a user has.
+Signals (see ``models.fusion.SIGNALS``), all computed for a batch of users at once:
+- ``sequence``: the Transformer over each user's recent actions (when attached);
+- ``transitions``: online item-to-item followed-by counts from the user's last items;
+- ``short_term``: time-decayed, action-weighted sum of recent items' content vectors;
+- ``long_term``: pooled vectors of the whole kept history plus the BERT embedding of
+  the history rendered as text (refreshed periodically);
+- ``popularity``: decayed popularity, the prior that carries cold users.
+They are standardised per user and blended by a per-user adaptive gate.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -14,11 +20,14 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from models.events import DEFAULT_EVENT_WEIGHTS, PAST_TENSE, event_weight
+from models.fusion import SIGNALS, FusionGate, activity_bucket, standardize
 from models.item_index import ItemIndex
+from models.long_term import LongTermInterest, unpack_vector
 from models.popularity import DecayedPopularity
 from models.profile import UserProfile
+from models.transitions import ItemTransitions
 
-MODEL_NAME = "streamrec-interest/1"
+MODEL_NAME = "streamrec-interest/2"
 
 
 class EventLike(Protocol):
@@ -30,6 +39,20 @@ class EventLike(Protocol):
     value: float | None
 
 
+class SequenceModel(Protocol):
+    """What the recommender needs from a sequence model (``SequenceScorer``)."""
+
+    version: str
+
+    @property
+    def item_ids(self) -> Sequence[str]: ...
+
+    @property
+    def max_len(self) -> int: ...
+
+    def score_sequences(self, seqs: Sequence[Sequence[tuple[str, str, float]]]) -> np.ndarray: ...
+
+
 class ScoredItem(NamedTuple):
     item_id: str
     score: float
@@ -39,39 +62,81 @@ class ScoredItem(NamedTuple):
 @dataclass(frozen=True)
 class RecommenderConfig:
     top_k: int = 10
-    history_len: int = 100  # events kept per user (exclusion + interest)
+    history_len: int = 100  # events kept per user (exclusion, long-term, sequence input)
     interest_window: int = 50  # most recent events that form short-term interest
     interest_half_life_s: float = 7 * 86_400.0
     popularity_half_life_s: float = 7 * 86_400.0
-    # Evidence (in decayed event weight) at which a user's own interest and
-    # popularity count equally; cold users lean on popularity.
-    popularity_prior: float = 2.0
+    transitions_window: int = 5
     exclude_consumed: bool = True
     dedup_window: int = 32
+    signals: tuple[str, ...] = SIGNALS
+    learn_gate: bool = True
 
 
 class Recommender:
     """Learns from events one at a time and ranks items for a batch of users."""
 
     def __init__(
-        self, items: ItemIndex, config: RecommenderConfig | None = None, content_name: str = ""
+        self,
+        items: ItemIndex,
+        config: RecommenderConfig | None = None,
+        content_name: str = "",
+        long_term: LongTermInterest | None = None,
+        sequence: SequenceModel | None = None,
+        gate: FusionGate | None = None,
     ) -> None:
         self.items = items
         self.config = config or RecommenderConfig()
         self.popularity = DecayedPopularity(self.config.popularity_half_life_s)
-        self.version = f"{MODEL_NAME}+{content_name}" if content_name else MODEL_NAME
+        self.transitions = ItemTransitions(self.config.transitions_window)
+        self.long_term = long_term
+        self.gate = gate or FusionGate(signals=self.config.signals)
+        self.content_name = content_name
+        self.sequence: SequenceModel | None = None
+        self._sequence_cols = np.zeros(0, dtype=np.int64)
+        self._last_key: tuple | None = None
+        self._last_z: tuple[np.ndarray, np.ndarray] | None = None
+        if sequence is not None:
+            self.attach_sequence(sequence)
 
+    @property
+    def version(self) -> str:
+        parts = [MODEL_NAME, self.content_name]
+        if self.sequence is not None and "sequence" in self.config.signals:
+            parts.append(self.sequence.version)
+        return "+".join(p for p in parts if p)
+
+    def attach_sequence(self, sequence: SequenceModel | None) -> None:
+        """Use (or swap in) a sequence model; its items map onto our rows lazily."""
+        self.sequence = sequence
+        self._sequence_cols = np.zeros(0, dtype=np.int64)
+        if sequence is not None:
+            self._sequence_index = {item: col for col, item in enumerate(sequence.item_ids)}
+
+    # -- learning --------------------------------------------------------------
     def learn_one(
         self, profile: UserProfile, event: EventLike, source: tuple[int, int] | None = None
     ) -> bool:
-        """Apply one event to ``profile`` and the global learners.
+        """Apply one event to ``profile`` and the shared learners.
 
         Returns False (and changes nothing) for an event already applied.
         """
         if profile.is_duplicate(event.event_id, source):
             return False
+        window = self.config.transitions_window
+        previous = [self.items.ensure(i) for i in profile.items[-window:]]
+        weight = self.observe(profile, event, source)
+        row = self.items.row_of[event.item_id]
+        self.transitions.learn_one(previous, row, weight)
+        self.popularity.learn_one(row, event.timestamp, weight)
+        return True
+
+    def observe(
+        self, profile: UserProfile, event: EventLike, source: tuple[int, int] | None = None
+    ) -> float:
+        """The per-user part of ``learn_one`` (no shared learners); returns the event weight."""
         weight = event_weight(event.event_type, event.value, DEFAULT_EVENT_WEIGHTS)
-        row = self.items.ensure(event.item_id)
+        self.items.ensure(event.item_id)
         profile.record(
             event.event_id,
             event.item_id,
@@ -82,47 +147,129 @@ class Recommender:
             self.config.history_len,
             self.config.dedup_window,
         )
-        self.popularity.learn_one(row, event.timestamp, weight)
-        return True
+        return weight
 
-    def _recent(self, profile: UserProfile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows, decayed weights and history positions of the interest window."""
-        start = max(0, len(profile.items) - self.config.interest_window)
-        positions = np.arange(start, len(profile.items))
-        rows = np.array([self.items.ensure(profile.items[p]) for p in positions], dtype=np.int64)
+    def learn_gate(self, profiles: Sequence[UserProfile], item_ids: Sequence[str]) -> None:
+        """Before applying events: teach the gate that each user's next item should win."""
+        if not self.config.learn_gate or not profiles:
+            return
+        z, buckets = self._standardized(profiles, reuse=True)
+        positives = np.array([self.items.row_of.get(i, -1) for i in item_ids])
+        consumed = [[self.items.row_of[i] for i in p.items] for p in profiles]
+        self.gate.learn(z, buckets, positives, consumed)
+
+    def refresh_long_term(self, profiles: Sequence[UserProfile], force: bool = False) -> int:
+        """The periodic merge: re-embed stale long-term histories in one batch."""
+        if self.long_term is None or "long_term" not in self.config.signals:
+            return 0
+        stale = [p for p in profiles if force or self.long_term.is_stale(p)]
+        return self.long_term.refresh(stale)
+
+    # -- signals ---------------------------------------------------------------
+    def _recent(self, profile: UserProfile, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and decayed weights of the last ``window`` events."""
+        start = max(0, len(profile.items) - window)
+        rows = np.array([self.items.ensure(i) for i in profile.items[start:]], dtype=np.int64)
         age = profile.last_event_time - np.asarray(profile.times[start:], dtype=np.float64)
         decay = 0.5 ** (np.maximum(age, 0.0) / self.config.interest_half_life_s)
         weights = (np.asarray(profile.weights[start:], dtype=np.float64) * decay).astype(np.float32)
-        return rows, weights, positions
+        return rows, weights
 
-    def user_vectors(self, profiles: Sequence[UserProfile]) -> tuple[np.ndarray, np.ndarray]:
-        """Unit short-term interest vectors ``[B, D]`` and positive evidence ``[B]``."""
-        features = self.items.features
-        vectors = np.zeros((len(profiles), self.items.dim), dtype=np.float32)
-        evidence = np.zeros(len(profiles), dtype=np.float32)
+    def signals(self, profiles: Sequence[UserProfile]) -> dict[str, np.ndarray]:
+        """Raw ``[B, N]`` score matrix of every enabled signal over all items."""
+        enabled = self.config.signals
+        n_items, features = len(self.items), self.items.features
+        out: dict[str, np.ndarray] = {}
+        if "short_term" in enabled or "long_term" in enabled:
+            short = np.zeros((len(profiles), self.items.dim), dtype=np.float32)
+            pooled = np.zeros_like(short)
+            for b, profile in enumerate(profiles):
+                rows, weights = self._recent(profile, self.config.history_len)
+                if rows.size:
+                    recent = slice(max(0, rows.size - self.config.interest_window), None)
+                    short[b] = weights[recent] @ features[rows[recent]]
+                    pooled[b] = np.clip(np.asarray(profile.weights), 0, None) @ features[rows]
+            if "short_term" in enabled:
+                out["short_term"] = _unit(short) @ features.T
+            if "long_term" in enabled:
+                out["long_term"] = _unit(pooled) @ features.T + self._history_text(profiles)
+        if "transitions" in enabled:
+            window = self.config.transitions_window
+            recent_rows = [[self.items.row_of[i] for i in p.items[-window:]] for p in profiles]
+            out["transitions"] = self.transitions.score(recent_rows, n_items)
+        if "sequence" in enabled:
+            out["sequence"] = self._sequence_scores(profiles)
+        if "popularity" in enabled:
+            out["popularity"] = np.broadcast_to(
+                self.popularity.scores(n_items), (len(profiles), n_items)
+            )
+        return out
+
+    def _history_text(self, profiles: Sequence[UserProfile]) -> np.ndarray:
+        text_dim = self.items.text_dim
+        out = np.zeros((len(profiles), len(self.items)), dtype=np.float32)
+        if text_dim == 0:
+            return out
+        vectors = np.zeros((len(profiles), text_dim), dtype=np.float32)
         for b, profile in enumerate(profiles):
-            rows, weights, _ = self._recent(profile)
-            if rows.size:
-                vectors[b] = weights @ features[rows]
-                evidence[b] = float(np.clip(weights, 0.0, None).sum())
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12), evidence
+            if profile.long_term is not None:
+                vector = unpack_vector(profile.long_term)
+                if vector.shape[0] == text_dim:
+                    vectors[b] = vector
+        return vectors @ self.items.features[:, :text_dim].T
+
+    def _sequence_scores(self, profiles: Sequence[UserProfile]) -> np.ndarray:
+        n_items = len(self.items)
+        out = np.zeros((len(profiles), n_items), dtype=np.float32)
+        if self.sequence is None:
+            return out
+        if self._sequence_cols.shape[0] < n_items:  # map rows added since last call
+            new = [
+                self._sequence_index.get(item_id, -1)
+                for item_id in self.items.ids[self._sequence_cols.shape[0] :]
+            ]
+            self._sequence_cols = np.concatenate([self._sequence_cols, np.array(new, np.int64)])
+        max_len = self.sequence.max_len
+        seqs = [
+            list(zip(p.items[-max_len:], map(p.kind_name_of, p.kinds[-max_len:]),
+                     p.times[-max_len:], strict=True))
+            for p in profiles
+        ]
+        model_scores = np.asarray(self.sequence.score_sequences(seqs), dtype=np.float32)
+        known = self._sequence_cols >= 0
+        out[:, known] = model_scores[:, self._sequence_cols[known]]
+        if not known.all():  # items the model never saw: neutral, not last
+            out[:, ~known] = out[:, known].mean(axis=1, keepdims=True) if known.any() else 0.0
+        return out
+
+    def _standardized(
+        self, profiles: Sequence[UserProfile], reuse: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``[S B N]`` z-scores and activity buckets.
+
+        With ``reuse``, the last result is returned when it was computed for the
+        same users in the same state (scoring then gate learning on one batch).
+        """
+        key = tuple((p.user_id, p.events_applied) for p in profiles) + (len(self.items),)
+        if reuse and self._last_key == key:
+            return self._last_z
+        raw = self.signals(profiles)
+        z = np.stack([standardize(raw[s]) for s in self.gate.signals])  # [S B N]
+        buckets = np.array([activity_bucket(p.events_applied) for p in profiles])
+        self._last_key, self._last_z = key, (z, buckets)
+        return z, buckets
+
+    def scores(self, profiles: Sequence[UserProfile]) -> np.ndarray:
+        """Fused ``[B, N]`` scores over all items (no exclusion)."""
+        z, buckets = self._standardized(profiles)
+        return self.gate.blend(z, buckets)
 
     def predict_one(self, profile: UserProfile, item_id: str) -> float:
         """Fused score of one item for one user (same formula as ``recommend``)."""
         row = self.items.ensure(item_id)
-        fused, _ = self._scores([profile])
-        return float(fused[0, row])
+        return float(self.scores([profile])[0, row])
 
-    def _scores(self, profiles: Sequence[UserProfile]) -> tuple[np.ndarray, np.ndarray]:
-        n_items = len(self.items)
-        vectors, evidence = self.user_vectors(profiles)
-        content = vectors @ self.items.features.T  # [B N]
-        alpha = self.config.popularity_prior / (self.config.popularity_prior + evidence)  # [B]
-        popularity = self.popularity.scores(n_items)  # [N]
-        fused = (1.0 - alpha)[:, None] * content + alpha[:, None] * popularity[None, :]
-        return fused, alpha
-
+    # -- ranking ---------------------------------------------------------------
     def recommend(
         self, profiles: Sequence[UserProfile], k: int | None = None
     ) -> list[list[ScoredItem]]:
@@ -130,38 +277,64 @@ class Recommender:
         k = k or self.config.top_k
         if not profiles or len(self.items) == 0:
             return [[] for _ in profiles]
-        fused, alpha = self._scores(profiles)
+        z, buckets = self._standardized(profiles)
+        fused = self.gate.blend(z, buckets)
         if self.config.exclude_consumed:
             for b, profile in enumerate(profiles):
-                consumed = [self.items.row_of[i] for i in profile.items if i in self.items.row_of]
-                fused[b, consumed] = -np.inf
+                fused[b, [self.items.row_of[i] for i in profile.items]] = -np.inf
         k_eff = min(k, fused.shape[1])
         top = np.argpartition(-fused, k_eff - 1, axis=1)[:, :k_eff]
         results = []
         for b, profile in enumerate(profiles):
             order = top[b][np.argsort(-fused[b, top[b]], kind="stable")]
             order = order[np.isfinite(fused[b, order])]
-            results.append(self._explain(profile, order, fused[b], float(alpha[b])))
+            weights = self.gate.weights[buckets[b]]
+            contributions = weights[:, None] * z[:, b, order]  # [S K]
+            results.append(
+                [
+                    ScoredItem(
+                        self.items.ids[row],
+                        round(float(fused[b, row]), 6),
+                        self._reason(profile, int(row), contributions[:, col]),
+                    )
+                    for col, row in enumerate(order)
+                ]
+            )
         return results
 
-    def _explain(
-        self, profile: UserProfile, rows: np.ndarray, fused: np.ndarray, alpha: float
-    ) -> list[ScoredItem]:
-        """Attach a reason: the recent item that contributed most, or popularity."""
-        features = self.items.features
-        recent_rows, weights, positions = self._recent(profile)
-        popularity = self.popularity.scores(len(self.items))
-        if recent_rows.size and rows.size:
-            contributions = (weights[:, None] * features[recent_rows]) @ features[rows].T  # [L K]
-            best = contributions.argmax(axis=0)
-        out = []
-        for col, row in enumerate(rows):
-            reason = "popular now"
-            if recent_rows.size:
-                j = int(best[col])
-                content_part = (1.0 - alpha) * float(contributions[j, col])
-                if content_part > 0.0 and content_part >= alpha * float(popularity[row]) * 0.5:
-                    verb = PAST_TENSE[profile.kind_name(int(positions[j]))]
-                    reason = f"similar to {self.items.label(int(recent_rows[j]))} you {verb}"
-            out.append(ScoredItem(self.items.ids[row], round(float(fused[row]), 6), reason))
-        return out
+    def _reason(self, profile: UserProfile, row: int, contributions: np.ndarray) -> str:
+        """Explain an item by the signal that contributed most to its score."""
+        signal = self.gate.signals[int(np.argmax(contributions))]
+        if not profile.items or contributions.max() <= 0 or signal == "popularity":
+            return "popular now"
+        if signal == "transitions":
+            best, best_count = None, 0.0
+            for position in range(len(profile.items) - 1, -1, -1)[: self.config.transitions_window]:
+                prev = self.items.row_of[profile.items[position]]
+                count = self.transitions._counts.get(prev, {}).get(row, 0.0)
+                if count > best_count:
+                    best, best_count = position, count
+            if best is not None:
+                return self._action_reason("often chosen after", profile, best)
+        if signal == "sequence":
+            return self._action_reason("next in your sequence after", profile, -1)
+        if signal == "short_term":
+            rows, weights = self._recent(profile, self.config.interest_window)
+            similarity = (weights[:, None] * self.items.features[rows]) @ self.items.features[row]
+            position = len(profile.items) - len(rows) + int(np.argmax(similarity))
+            return self._action_reason("similar to", profile, position)
+        themes = Counter(
+            c for i in profile.items for c in self.items.categories[self.items.row_of[i]]
+        ).most_common(2)
+        if themes:
+            return "matches your long-term taste for " + " & ".join(t for t, _ in themes)
+        return "matches your long-term taste"
+
+    def _action_reason(self, prefix: str, profile: UserProfile, position: int) -> str:
+        verb = PAST_TENSE[profile.kind_name(position)]
+        label = self.items.label(self.items.row_of[profile.items[position]])
+        return f"{prefix} {label} you {verb}"
+
+
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)

@@ -267,5 +267,13 @@ def demo(
         broker.stop()
 
 
+def _register_subcommands() -> None:
+    from stream_app.evaluate_command import evaluate
+
+    main.add_command(evaluate)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """The worker's model state and the records it produces, free of Kafka plumbing.
 
-Agents hand validated records to an :class:`Engine`; tests and the evaluator can
-drive the same object directly.
+Agents hand validated records to an :class:`Engine`; the evaluator drives the
+same object, so what is measured is what is served.
 """
 
 from __future__ import annotations
@@ -10,18 +10,20 @@ import base64
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from models import (
     ItemFeaturizer,
-    ItemIndex,
     ItemText,
     Recommender,
     RecommenderConfig,
     UserProfile,
     build_text_encoder,
 )
+from models.fusion import SIGNALS
+from models.long_term import LongTermInterest
 from schemas import BehaviorEvent, CatalogItem, DeadLetter, Recommendation, RecommendedItem
 from schemas.records import MAX_DEAD_LETTER_PAYLOAD
 from stream_app.settings import Settings
@@ -32,11 +34,17 @@ log = logging.getLogger(__name__)
 class Engine:
     """Item index + recommender built from settings; one per worker process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, signals: Sequence[str] = SIGNALS) -> None:
         self.settings = settings
-        device = settings.resolved_device()
-        self.featurizer = ItemFeaturizer(build_text_encoder(settings.text_encoder, device))
-        self.items = ItemIndex(self.featurizer.dim)
+        self.device = settings.resolved_device()
+        encoder = build_text_encoder(settings.text_encoder, self.device)
+        self.featurizer = ItemFeaturizer(encoder)
+        self.items = self.featurizer.new_index()
+        long_term = (
+            LongTermInterest(encoder, self.items, refresh_every=settings.long_term_refresh_events)
+            if encoder is not None
+            else None
+        )
         self.recommender = Recommender(
             self.items,
             RecommenderConfig(
@@ -46,9 +54,22 @@ class Engine:
                 interest_half_life_s=settings.interest_half_life_s,
                 popularity_half_life_s=settings.popularity_half_life_s,
                 exclude_consumed=settings.exclude_consumed,
+                signals=tuple(signals),
+                learn_gate=settings.gate_learning,
             ),
             content_name=self.featurizer.name,
+            long_term=long_term,
         )
+        if settings.sequence_checkpoint:
+            self.load_sequence_model(Path(settings.sequence_checkpoint))
+
+    def load_sequence_model(self, checkpoint: Path) -> None:
+        """Load (integrity-checked) and attach a sequence model checkpoint."""
+        from models.sequence_training import SequenceScorer
+
+        scorer = SequenceScorer.load(checkpoint, device=self.device)
+        self.recommender.attach_sequence(scorer)
+        log.info("sequence model %s loaded on %s", scorer.version, self.device)
 
     # -- catalog ---------------------------------------------------------------
     def featurize(self, catalog: Sequence[CatalogItem]) -> tuple[list[ItemText], np.ndarray]:
@@ -83,13 +104,14 @@ class Engine:
         """One Recommendation per profile; ``triggers`` are the causing event ids."""
         now = time.time()
         ranked = self.recommender.recommend(profiles)
+        version = self.recommender.version
         return [
             Recommendation(
                 user_id=profile.user_id,
                 items=[RecommendedItem(s.item_id, s.score, s.reason) for s in scored],
                 trigger_event_id=trigger,
                 generated_at=now,
-                model_version=self.recommender.version,
+                model_version=version,
             )
             for profile, trigger, scored in zip(profiles, triggers, ranked, strict=True)
         ]

@@ -99,6 +99,10 @@ class Settings:
     interest_half_life_s: float = 7 * 86_400.0
     popularity_half_life_s: float = 7 * 86_400.0
     exclude_consumed: bool = True
+    sequence_checkpoint: str = ""  # directory written by `streamrec train`; empty: none
+    long_term_refresh_events: int = 10  # re-embed a user's history after this many events
+    long_term_interval_s: float = 5.0  # the periodic merge timer
+    gate_learning: bool = True  # learn the per-user blend online from the stream
     # input policy
     max_message_bytes: int = 64 * 1024
     unknown_fields: str = "ignore"  # ignore | reject

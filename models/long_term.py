@@ -1,0 +1,82 @@
+"""Long-term interest: the user's whole kept history, as text and as pooled vectors.
+
+The history is rendered as a sentence list ("purchased Alien (Horror, Sci-Fi);
+rated 4/5 Heat (Action); …", newest first) and embedded by the same BERT that
+embeds items, so it lands in the item text space. It is recomputed
+periodically (the "periodic merge"), not on every event: BERT is the costly part.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import numpy as np
+
+from models.events import PAST_TENSE
+from models.item_index import ItemIndex
+from models.profile import UserProfile
+from models.text_encoder import TextEncoder
+
+
+def render_history(profile: UserProfile, items: ItemIndex, max_events: int = 30) -> str:
+    """The user's recent history as text, newest first; skips are left out."""
+    parts = []
+    for position in range(len(profile.items) - 1, -1, -1):
+        kind = profile.kind_name(position)
+        if kind == "skip":
+            continue
+        row = items.row_of.get(profile.items[position])
+        if row is None or items.titles[row] is None:
+            continue
+        verb = PAST_TENSE[kind]
+        text = f"{verb} {items.titles[row]}"
+        if items.categories[row]:
+            text += f" ({', '.join(items.categories[row])})"
+        parts.append(text)
+        if len(parts) >= max_events:
+            break
+    return "; ".join(parts)
+
+
+def pack_vector(vector: np.ndarray) -> str:
+    """float16 + base64: a 384-d vector costs 1 KiB in the state store, not 3."""
+    return base64.b64encode(vector.astype(np.float16).tobytes()).decode("ascii")
+
+
+def unpack_vector(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float32)
+
+
+class LongTermInterest:
+    """Embeds rendered histories in batches; a profile keeps its latest vector."""
+
+    def __init__(
+        self, encoder: TextEncoder, items: ItemIndex, max_events: int = 30, refresh_every: int = 10
+    ) -> None:
+        self.encoder = encoder
+        self.items = items
+        self.max_events = max_events
+        self.refresh_every = refresh_every
+
+    def is_stale(self, profile: UserProfile) -> bool:
+        """True when the user has done ``refresh_every`` events since the last merge."""
+        return profile.events_applied - profile.long_term_at >= self.refresh_every or (
+            profile.long_term is None and profile.events_applied > 0
+        )
+
+    def refresh(self, profiles: Sequence[UserProfile]) -> int:
+        """Re-embed the given profiles' histories in one batch. Returns how many changed."""
+        texts, targets = [], []
+        for profile in profiles:
+            text = render_history(profile, self.items, self.max_events)
+            if text:
+                texts.append(text)
+                targets.append(profile)
+        if not texts:
+            return 0
+        vectors = self.encoder.encode(texts)
+        for profile, vector in zip(targets, vectors, strict=True):
+            profile.long_term = pack_vector(vector)
+            profile.long_term_at = profile.events_applied
+        return len(targets)
