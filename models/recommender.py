@@ -311,7 +311,7 @@ class Recommender:
             best, best_count = None, 0.0
             for position in range(len(profile.items) - 1, -1, -1)[: self.config.transitions_window]:
                 prev = self.items.row_of[profile.items[position]]
-                count = self.transitions._counts.get(prev, {}).get(row, 0.0)
+                count = self.transitions.count(prev, row)
                 if count > best_count:
                     best, best_count = position, count
             if best is not None:

@@ -1,16 +1,19 @@
-"""Online item-to-item "followed-by" counts: the collaborative short-term learner.
+"""Online item-to-item co-occurrence in action order: the collaborative short-term learner.
 
-When a user acts on item j, each of their previous ``window`` items p gets
-``count[p][j] += weight * position_decay**distance``. A user's score for item j
-is the recency-weighted sum of ``count[p][j]`` over their recent items p, each
-row normalised by its total so that very popular antecedents do not drown the
-rest. Per-user state (the recent items) lives with the caller, so the learner
-is shared by all users a worker owns.
+When a user acts on item j (with interest weight w), each of their previous
+``window`` items p gets ``count[p][j] += w`` ("followed by") and
+``count[j][p] += reverse_weight * w`` ("preceded by"). A user whose recent items
+are p_1 (latest), p_2, … scores item j as
 
->>> t = ItemTransitions(window=2)
+    sum_d score_decay**(d-1) * count[p_d][j] / rowsum[p_d]**row_norm  /  received[j]**pop_exponent
+
+Per-user state (the recent items) lives with the caller, so one learner serves
+every user a worker owns.
+
+>>> t = ItemTransitions(window=2, reverse_weight=0.0, pop_exponent=0.0, row_norm=1.0)
 >>> t.learn_one([0], 1); t.learn_one([0, 1], 2)
 >>> [round(float(x), 3) for x in t.score([[0]], n_items=3)[0]]
-[0.0, 0.588, 0.412]
+[0.0, 0.5, 0.5]
 """
 
 from __future__ import annotations
@@ -21,26 +24,45 @@ import numpy as np
 
 
 class ItemTransitions:
-    def __init__(self, window: int = 5, position_decay: float = 0.7) -> None:
+    def __init__(
+        self,
+        window: int = 5,
+        score_decay: float = 0.8,
+        reverse_weight: float = 0.5,
+        row_norm: float = 0.5,
+        pop_exponent: float = 0.1,
+    ) -> None:
         self.window = window
-        self.position_decay = position_decay
+        self.score_decay = score_decay
+        self.reverse_weight = reverse_weight
+        self.row_norm = row_norm
+        self.pop_exponent = pop_exponent
         self._counts: dict[int, dict[int, float]] = {}
-        self._totals: dict[int, float] = {}
-        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # cache per antecedent
+        self._row_sums: dict[int, float] = {}
+        self._received = np.zeros(1024, dtype=np.float64)
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # normalised rows, cached
+
+    def _add(self, source: int, target: int, weight: float) -> None:
+        followers = self._counts.setdefault(source, {})
+        followers[target] = followers.get(target, 0.0) + weight
+        self._row_sums[source] = self._row_sums.get(source, 0.0) + weight
+        self._arrays.pop(source, None)
 
     def learn_one(self, previous_rows: Sequence[int], row: int, weight: float = 1.0) -> None:
         """``previous_rows``: the user's items before this one, oldest first."""
         if weight <= 0.0:
             return
-        recent = previous_rows[-self.window :]
-        for distance, prev in enumerate(reversed(recent)):
+        if row >= self._received.shape[0]:
+            grown = np.zeros(max(row + 1, 2 * self._received.shape[0]))
+            grown[: self._received.shape[0]] = self._received
+            self._received = grown
+        self._received[row] += weight
+        for prev in previous_rows[-self.window :]:
             if prev == row:
                 continue
-            w = weight * self.position_decay**distance
-            followers = self._counts.setdefault(prev, {})
-            followers[row] = followers.get(row, 0.0) + w
-            self._totals[prev] = self._totals.get(prev, 0.0) + w
-            self._arrays.pop(prev, None)
+            self._add(prev, row, weight)
+            if self.reverse_weight:
+                self._add(row, prev, self.reverse_weight * weight)
 
     def _row(self, prev: int) -> tuple[np.ndarray, np.ndarray] | None:
         cached = self._arrays.get(prev)
@@ -50,21 +72,25 @@ class ItemTransitions:
                 return None
             cols = np.fromiter(followers.keys(), dtype=np.int64, count=len(followers))
             vals = np.fromiter(followers.values(), dtype=np.float32, count=len(followers))
-            cached = self._arrays[prev] = (cols, vals / self._totals[prev])
+            cached = self._arrays[prev] = (cols, vals / self._row_sums[prev] ** self.row_norm)
         return cached
 
     def score(self, recent_rows: Sequence[Sequence[int]], n_items: int) -> np.ndarray:
         """``[B, n_items]`` scores from each user's recent rows (oldest first)."""
         out = np.zeros((len(recent_rows), n_items), dtype=np.float32)
         for b, rows in enumerate(recent_rows):
-            for distance, prev in enumerate(reversed(rows[-self.window :])):
+            weight = 1.0
+            for prev in reversed(rows[-self.window :]):
                 arrays = self._row(prev)
                 if arrays is not None:
                     cols, vals = arrays
                     keep = cols < n_items
-                    out[b, cols[keep]] += self.position_decay**distance * vals[keep]
-        return out
+                    out[b, cols[keep]] += weight * vals[keep]
+                weight *= self.score_decay
+        received = np.ones(n_items)
+        m = min(n_items, self._received.shape[0])
+        received[:m] = np.maximum(self._received[:m], 1.0)
+        return out * (received**-self.pop_exponent).astype(np.float32)
 
-    @property
-    def n_pairs(self) -> int:
-        return sum(len(f) for f in self._counts.values())
+    def count(self, source: int, target: int) -> float:
+        return self._counts.get(source, {}).get(target, 0.0)

@@ -60,6 +60,8 @@ class Engine:
             content_name=self.featurizer.name,
             long_term=long_term,
         )
+        self._stale: set[str] = set()
+        self._pending: dict[str, tuple[str, int]] = {}
         if settings.sequence_checkpoint:
             self.load_sequence_model(Path(settings.sequence_checkpoint))
 
@@ -81,6 +83,36 @@ class Engine:
 
     def add_items(self, texts: list[ItemText], vectors: np.ndarray) -> None:
         self.items.upsert(texts, vectors)
+
+    # -- long-term merge and gate ------------------------------------------------
+    def note_activity(self, profile: UserProfile) -> None:
+        """Queue a user for the periodic long-term merge once their history moved on."""
+        long_term = self.recommender.long_term
+        if long_term is not None and long_term.is_stale(profile):
+            self._stale.add(profile.user_id)
+
+    def take_stale_users(self, limit: int = 256) -> list[str]:
+        users = []
+        while self._stale and len(users) < limit:
+            users.append(self._stale.pop())
+        return users
+
+    def refresh_long_term(self, snapshots: Sequence[UserProfile]) -> int:
+        """Embed histories (worker thread); results wait in ``_pending`` for the agent."""
+        merged = self.recommender.refresh_long_term(snapshots, force=True)
+        for profile in snapshots:
+            if profile.long_term is not None:
+                self._pending[profile.user_id] = (profile.long_term, profile.long_term_at)
+        return merged
+
+    def merge_long_term(self, profile: UserProfile) -> None:
+        pending = self._pending.pop(profile.user_id, None)
+        if pending is not None and pending[1] >= profile.long_term_at:
+            profile.long_term, profile.long_term_at = pending
+
+    def learn_gate(self, profiles: Sequence[UserProfile], next_items: Sequence[str]) -> None:
+        if profiles and len(self.items):
+            self.recommender.learn_gate(profiles, next_items)
 
     # -- events ----------------------------------------------------------------
     @staticmethod

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from models.evaluation import MethodResult, RecommenderScorer, prequential, time_ordered
@@ -122,7 +123,10 @@ def evaluate(
             method = RecommenderScorer(name, engine.recommender)
         else:
             method = build_baseline(name, seed)
-        with tqdm(total=len(interactions) - n_warm, desc=name, unit="ev") as bar:
+        # Per-batch matrices are small: threaded BLAS costs more than it gains here.
+        with threadpool_limits(1, user_api="blas"), tqdm(
+            total=len(interactions) - n_warm, desc=name, unit="ev"
+        ) as bar:
             results[name] = prequential(
                 method, interactions, warmup=warmup, batch_size=batch_size, progress=bar.update
             )

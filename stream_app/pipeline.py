@@ -41,6 +41,7 @@ class PipelineStats:
     rerouted: int = 0
     recommendations_out: int = 0
     catalog_items: int = 0
+    long_term_refreshes: int = 0
     dead_letters: Counter = field(default_factory=Counter)
 
 
@@ -126,12 +127,20 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
             by_user.setdefault(record.user_id, []).append((record, event))
 
         touched, triggers = [], []
+        loaded = {}
+        for user_id, user_events in by_user.items():
+            stream._set_current_event(user_events[-1][1])
+            loaded[user_id] = engine.load_profile(user_id, profiles.get(user_id))
+        engine.learn_gate(
+            [loaded[u] for u in by_user], [events[0][0].item_id for events in by_user.values()]
+        )
         for user_id, user_events in by_user.items():
             # The table writes to the changelog partition of the "current event";
             # within a micro-batch that must be this user's own event.
             stream._set_current_event(user_events[-1][1])
             try:
-                profile = engine.load_profile(user_id, profiles.get(user_id))
+                profile = loaded[user_id]
+                engine.merge_long_term(profile)
                 changed = False
                 for record, event in user_events:
                     source = (event.message.partition, event.message.offset)
@@ -141,6 +150,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                     else:
                         stats.duplicates += 1
                 if changed:
+                    engine.note_activity(profile)
                     profiles[user_id] = profile.to_dict()
                     touched.append(profile)
                     triggers.append(user_events[-1][0].event_id)
@@ -166,6 +176,17 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
     @app.task
     async def follow_catalog() -> None:
         await follower.run()
+
+    @app.timer(settings.long_term_interval_s)
+    async def periodic_long_term_merge() -> None:
+        """Re-embed stale users' histories off the event loop; agents merge the result."""
+        stale = engine.take_stale_users()
+        if not stale:
+            return
+        snapshot = [engine.load_profile(u, profiles.get(u)) for u in stale]
+        loop = asyncio.get_running_loop()
+        merged = await loop.run_in_executor(None, engine.refresh_long_term, snapshot)
+        stats.long_term_refreshes += merged
 
     register_views(app, settings, follower)
 

@@ -1,0 +1,103 @@
+"""``streamrec train``: train the sequence Transformer offline, evaluate it, save a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in ("auto", "cpu", "cuda") or value.startswith("cuda:"):
+        return value
+    raise click.BadParameter("must be auto, cpu, cuda or cuda:N")
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Checkpoint directory to write (model.safetensors, config, item index, manifest)",
+)
+@click.option(
+    "--eval",
+    "eval_mode",
+    type=click.Choice(["loo", "temporal"]),
+    default="loo",
+    show_default=True,
+    help="loo: last item per user is test; temporal: last 20% of interactions by time",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--epochs", type=int, default=200, show_default=True, help="Most epochs")
+@click.option("--patience", type=int, default=10, show_default=True, help="Early stopping")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=2020, show_default=True)
+@click.option("--max-len", type=int, default=50, show_default=True)
+@click.option("--hidden", type=int, default=64, show_default=True)
+@click.option("--layers", type=int, default=2, show_default=True)
+@click.option("--heads", type=int, default=2, show_default=True)
+@click.option("--dropout", type=float, default=0.5, show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=_device)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+@click.option("--quiet", is_flag=True, help="No progress bar")
+def train(
+    path: Path,
+    out: Path,
+    eval_mode: str,
+    json_path: Path | None,
+    epochs: int,
+    patience: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    max_len: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    dropout: float,
+    device: str,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Train the sequence Transformer on PATH (.inter or .jsonl) and evaluate it.
+
+    Early stopping uses the validation split; the table shows test metrics.
+    """
+    import torch
+
+    from models.sequence_training import MODEL_NAME, resolve_device, run_train
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        report = run_train(
+            path,
+            out=out,
+            eval_mode=eval_mode,
+            json_path=json_path,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            max_len=max_len,
+            hidden=hidden,
+            layers=layers,
+            heads=heads,
+            dropout=dropout,
+            patience=patience,
+            device=resolve_device(device),
+            progress=not quiet,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    results = report["results"][MODEL_NAME]
+    click.echo(f"{report['dataset']} — {report['protocol']}")
+    for name, value in results.items():
+        shown = f"{value:.4f}" if isinstance(value, float) and name != "train_seconds" else value
+        click.echo(f"  {name:<28} {shown}")
+    click.echo(f"checkpoint {report['checkpoint']} ({report['version']})")
+    if json_path:
+        click.echo(f"results written to {json_path}")
