@@ -117,8 +117,9 @@ def prequential(
                 column = vocab.index.get(event.item_id)
                 if column is not None and column < known_before:
                     ranked.append(event)
-                    consumed.append(vocab.user_items.get(event.user_id, []) + earlier.get(
-                        event.user_id, []))
+                    consumed.append(
+                        vocab.user_items.get(event.user_id, []) + earlier.get(event.user_id, [])
+                    )
                 else:
                     skipped += 1
                 # Later events of this user in the unit must not see it as new.
@@ -202,9 +203,7 @@ class RecommenderScorer:
     def _apply(self, event: Interaction) -> None:
         self._counter += 1
         profile = self._profile(event.user_id)
-        self.recommender.learn_one(
-            profile, _with_id(event, self._counter), None
-        )
+        self.recommender.learn_one(profile, _with_id(event, self._counter), None)
         self._touched[event.user_id] = profile
 
     def warm_up(self, interactions: Sequence[Interaction]) -> None:

@@ -231,8 +231,14 @@ class Recommender:
             self._sequence_cols = np.concatenate([self._sequence_cols, np.array(new, np.int64)])
         max_len = self.sequence.max_len
         seqs = [
-            list(zip(p.items[-max_len:], map(p.kind_name_of, p.kinds[-max_len:]),
-                     p.times[-max_len:], strict=True))
+            list(
+                zip(
+                    p.items[-max_len:],
+                    map(p.kind_name_of, p.kinds[-max_len:]),
+                    p.times[-max_len:],
+                    strict=True,
+                )
+            )
             for p in profiles
         ]
         model_scores = np.asarray(self.sequence.score_sequences(seqs), dtype=np.float32)

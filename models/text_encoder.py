@@ -90,6 +90,9 @@ class BertTextEncoder:
             if self._model is not None:
                 return
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
             if not os.path.isdir(self.model_path):
                 raise FileNotFoundError(
@@ -109,11 +112,14 @@ class BertTextEncoder:
         import torch
 
         self._load()
+        # Length-sorted batches pad less; results go back in input order.
+        order = sorted(range(len(texts)), key=lambda n: len(texts[n]))
+        ordered = [texts[n] for n in order]
         chunks = []
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
+            for start in range(0, len(ordered), self.batch_size):
                 batch = self._tokenizer(
-                    texts[start : start + self.batch_size],
+                    ordered[start : start + self.batch_size],
                     padding=True,
                     truncation=True,
                     max_length=self.max_length,
@@ -125,7 +131,9 @@ class BertTextEncoder:
                 chunks.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu())
         if not chunks:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return torch.cat(chunks).numpy()
+        out = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)
+        out[order] = torch.cat(chunks).numpy()
+        return out
 
 
 def build_text_encoder(spec: str, device: str = "cpu") -> TextEncoder | None:

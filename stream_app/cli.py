@@ -267,10 +267,43 @@ def demo(
         broker.stop()
 
 
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the .npz cache (set STREAMREC_EMBEDDING_CACHE to it)",
+)
+@settings_options
+def embed(path: Path, out: Path, settings: Settings) -> None:
+    """Embed a catalog (.item, .inter with .item beside it, or .jsonl) with the text encoder."""
+    from schemas import CatalogItem
+    from stream_app.engine import Engine, save_embeddings, text_key
+    from stream_app.replay import load_dataset
+
+    _, catalog = load_dataset(path)
+    if not catalog:
+        raise click.UsageError(f"no catalog items found for {path}")
+    engine = Engine(settings.with_overrides(embedding_cache=""))
+    records = [CatalogItem(**c) for c in catalog]
+    started = time.perf_counter()
+    texts, vectors = engine.featurize(records)
+    seconds = time.perf_counter() - started
+    keys = [text_key(t, engine.featurizer.name) for t in texts]
+    save_embeddings(out, keys, vectors)
+    click.echo(
+        f"embedded {len(texts)} items with {engine.featurizer.name} in {seconds:.1f}s "
+        f"({len(texts) / seconds:.0f} items/s) -> {out}"
+    )
+
+
 def _register_subcommands() -> None:
     from stream_app.evaluate_command import evaluate
+    from stream_app.train_command import train
 
     main.add_command(evaluate)
+    main.add_command(train)
 
 
 _register_subcommands()

@@ -7,8 +7,11 @@ same object, so what is measured is what is served.
 from __future__ import annotations
 
 import base64
+import copy
+import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +63,11 @@ class Engine:
             content_name=self.featurizer.name,
             long_term=long_term,
         )
+        self._embedding_cache = (
+            load_embeddings(Path(settings.embedding_cache)) if settings.embedding_cache else {}
+        )
+        self._recent_sequences: deque = deque(maxlen=4096)
+        self._finetunes = 0
         self._stale: set[str] = set()
         self._pending: dict[str, tuple[str, int]] = {}
         if settings.sequence_checkpoint:
@@ -75,21 +83,61 @@ class Engine:
 
     # -- catalog ---------------------------------------------------------------
     def featurize(self, catalog: Sequence[CatalogItem]) -> tuple[list[ItemText], np.ndarray]:
-        """Embed catalog items; pure and thread-safe, so it can run off the event loop."""
+        """Embed catalog items; thread-safe, so it can run off the event loop.
+
+        Items whose text is unchanged since ``streamrec embed`` wrote the cache
+        reuse their stored vectors instead of running BERT again.
+        """
         texts = [
             ItemText(c.item_id, c.title, tuple(c.categories or ()), c.description) for c in catalog
         ]
-        return texts, self.featurizer.featurize(texts)
+        vectors = np.zeros((len(texts), self.featurizer.dim), dtype=np.float32)
+        missing = []
+        for n, text in enumerate(texts):
+            cached = self._embedding_cache.get(text_key(text, self.featurizer.name))
+            if cached is not None and cached.shape[0] == self.featurizer.dim:
+                vectors[n] = cached
+            else:
+                missing.append(n)
+        if missing:
+            vectors[missing] = self.featurizer.featurize([texts[n] for n in missing])
+        return texts, vectors
 
     def add_items(self, texts: list[ItemText], vectors: np.ndarray) -> None:
         self.items.upsert(texts, vectors)
 
     # -- long-term merge and gate ------------------------------------------------
     def note_activity(self, profile: UserProfile) -> None:
-        """Queue a user for the periodic long-term merge once their history moved on."""
+        """Queue a user for the periodic long-term merge once their history moved on,
+        and keep their recent sequence for the Transformer's periodic fine-tuning."""
         long_term = self.recommender.long_term
         if long_term is not None and long_term.is_stale(profile):
             self._stale.add(profile.user_id)
+        if self.recommender.sequence is not None and self.settings.sequence_finetune_interval_s:
+            tail = slice(-self.recommender.sequence.max_len, None)
+            kinds = [profile.kind_name_of(k) for k in profile.kinds[tail]]
+            self._recent_sequences.append(
+                list(zip(profile.items[tail], kinds, profile.times[tail], strict=True))
+            )
+
+    def fine_tuned_sequence_model(self):
+        """A fine-tuned copy of the sequence model (worker thread), or None.
+
+        The serving model is never trained in place: the copy is swapped in by
+        the caller on the event loop, so ranking never sees half-updated weights.
+        """
+        current = self.recommender.sequence
+        sequences = list(self._recent_sequences)
+        if current is None or len(sequences) < 8:
+            return None
+        self._recent_sequences.clear()
+        candidate = copy.deepcopy(current)
+        losses = candidate.fine_tune(sequences, steps=self.settings.sequence_finetune_steps)
+        if not losses or not all(np.isfinite(losses)):
+            return None
+        self._finetunes += 1
+        candidate.version = f"{current.version.split('+ft')[0]}+ft{self._finetunes}"
+        return candidate
 
     def take_stale_users(self, limit: int = 256) -> list[str]:
         users = []
@@ -147,6 +195,25 @@ class Engine:
             )
             for profile, trigger, scored in zip(profiles, triggers, ranked, strict=True)
         ]
+
+
+def text_key(text: ItemText, encoder_name: str) -> str:
+    """Cache key: the encoder and exactly the text it would see."""
+    digest = hashlib.blake2b(f"{encoder_name}\x00{text.render()}".encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+def save_embeddings(path: Path, keys: Sequence[str], vectors: np.ndarray) -> None:
+    np.savez(path, keys=np.array(keys), vectors=vectors.astype(np.float32))
+
+
+def load_embeddings(path: Path) -> dict[str, np.ndarray]:
+    """Vectors by text key; plain arrays only (``allow_pickle=False``)."""
+    if not path.exists():
+        log.warning("embedding cache %s not found; embedding from scratch", path)
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
 
 
 def dead_letter(

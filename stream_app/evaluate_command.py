@@ -68,12 +68,20 @@ def build_baseline(name: str, seed: int):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--warmup", type=float, default=0.8, show_default=True, help="Warm-up share")
 @click.option("--batch-size", type=int, default=None, help="Micro-batch (default: worker's)")
-@click.option("--methods", default="all", show_default=True,
-              help="Comma-separated names, or 'all'")
-@click.option("--sequence-checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Use this trained Transformer instead of training one on the warm-up")
-@click.option("--epochs", type=int, default=200, show_default=True,
-              help="Max Transformer epochs when training on the warm-up")
+@click.option("--methods", default="all", show_default=True, help="Comma-separated names, or 'all'")
+@click.option(
+    "--sequence-checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Use this trained Transformer instead of training one on the warm-up",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Max Transformer epochs when training on the warm-up",
+)
 @click.option("--seed", type=int, default=2020, show_default=True)
 @click.option("--text-encoder", default=None, help="bert | hashing | none | local model path")
 @click.option("--device", default=None, help="auto | cpu | cuda")
@@ -124,9 +132,10 @@ def evaluate(
         else:
             method = build_baseline(name, seed)
         # Per-batch matrices are small: threaded BLAS costs more than it gains here.
-        with threadpool_limits(1, user_api="blas"), tqdm(
-            total=len(interactions) - n_warm, desc=name, unit="ev"
-        ) as bar:
+        with (
+            threadpool_limits(1, user_api="blas"),
+            tqdm(total=len(interactions) - n_warm, desc=name, unit="ev") as bar,
+        ):
             results[name] = prequential(
                 method, interactions, warmup=warmup, batch_size=batch_size, progress=bar.update
             )
@@ -160,8 +169,9 @@ def _sequence_model(checkpoint, warm, epochs, seed, settings):
         return SequenceScorer.load(checkpoint, device=device)
     started = time.perf_counter()
     scorer = train_sequence_model(warm, epochs=epochs, seed=seed, device=device)
-    click.echo(f"Transformer trained on the warm-up in {time.perf_counter() - started:.0f}s",
-               err=True)
+    click.echo(
+        f"Transformer trained on the warm-up in {time.perf_counter() - started:.0f}s", err=True
+    )
     return scorer
 
 
@@ -191,7 +201,9 @@ def format_table(results: dict[str, MethodResult]) -> str:
         )
     baselines = [r.ndcg for n, r in results.items() if n in BASELINES]
     if "streamrec" in results and baselines and max(baselines) > 0:
-        lines.append(f"streamrec / best baseline NDCG@10: {results['streamrec'].ndcg / max(baselines):.2f}x")
+        lines.append(
+            f"streamrec / best baseline NDCG@10: {results['streamrec'].ndcg / max(baselines):.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -210,8 +222,12 @@ def plot_ndcg(results: dict[str, MethodResult], path: Path, title: str, window: 
             continue
         w = min(window, series.size)
         smooth = np.convolve(series, np.ones(w) / w, mode="valid")
-        ax.plot(np.arange(w, series.size + 1), smooth, label=f"{name} ({result.ndcg:.4f})",
-                linewidth=2.2 if name == "streamrec" else 1.2)
+        ax.plot(
+            np.arange(w, series.size + 1),
+            smooth,
+            label=f"{name} ({result.ndcg:.4f})",
+            linewidth=2.2 if name == "streamrec" else 1.2,
+        )
     ax.set_xlabel("evaluated events")
     ax.set_ylabel(f"NDCG@10 (moving mean of {window})")
     ax.set_title(f"Prequential NDCG@10 — {title}")

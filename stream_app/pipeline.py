@@ -188,6 +188,16 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         merged = await loop.run_in_executor(None, engine.refresh_long_term, snapshot)
         stats.long_term_refreshes += merged
 
+    if settings.sequence_finetune_interval_s > 0:
+
+        @app.timer(settings.sequence_finetune_interval_s)
+        async def periodic_sequence_finetune() -> None:
+            loop = asyncio.get_running_loop()
+            tuned = await loop.run_in_executor(None, engine.fine_tuned_sequence_model)
+            if tuned is not None:
+                engine.recommender.attach_sequence(tuned)
+                log.info("sequence model fine-tuned: %s", tuned.version)
+
     register_views(app, settings, follower)
 
     return Pipeline(

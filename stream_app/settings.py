@@ -100,6 +100,9 @@ class Settings:
     popularity_half_life_s: float = 7 * 86_400.0
     exclude_consumed: bool = True
     sequence_checkpoint: str = ""  # directory written by `streamrec train`; empty: none
+    sequence_finetune_interval_s: float = 0.0  # periodic fine-tuning in the worker; 0: off
+    sequence_finetune_steps: int = 5
+    embedding_cache: str = ""  # .npz written by `streamrec embed`; reused when text matches
     long_term_refresh_events: int = 10  # re-embed a user's history after this many events
     long_term_interval_s: float = 5.0  # the periodic merge timer
     gate_learning: bool = True  # learn the per-user blend online from the stream

@@ -95,9 +95,11 @@ class Oracle:
 def _stream(n_users=20, per_user=15, n_items=40, seed=3):
     rng = np.random.default_rng(seed)
     events = [
-        Interaction(f"u{u}", f"i{int(rng.integers(n_items))}", float(t * 7 + u), "view", None,
-                    f"e{u}-{t}")
-        for t in range(per_user) for u in range(n_users)
+        Interaction(
+            f"u{u}", f"i{int(rng.integers(n_items))}", float(t * 7 + u), "view", None, f"e{u}-{t}"
+        )
+        for t in range(per_user)
+        for u in range(n_users)
     ]
     return sorted(events, key=lambda e: e.timestamp)
 
@@ -107,7 +109,8 @@ def test_protocol_with_an_oracle_scores_every_evaluated_event():
     result = prequential(Oracle(stream), stream, warmup=0.5, batch_size=32)
     assert result.evaluated + result.skipped == len(stream) - len(stream) // 2
     repeats = sum(
-        1 for n, e in enumerate(stream[150:], 150)
+        1
+        for n, e in enumerate(stream[150:], 150)
         if any(p.user_id == e.user_id and p.item_id == e.item_id for p in stream[:n])
     )
     # Re-consumed items are masked, so only they can be missed.
@@ -122,8 +125,12 @@ def test_waves_hold_each_user_once_in_order():
 def test_streamrec_scorer_is_batch_size_independent_for_per_user_state():
     stream = _stream(n_items=24)
     catalog = genre_catalog()
-    stream = [Interaction(e.user_id, catalog[int(e.item_id[1:])]["item_id"], e.timestamp,
-                          "like", None, e.event_id) for e in stream]
+    stream = [
+        Interaction(
+            e.user_id, catalog[int(e.item_id[1:])]["item_id"], e.timestamp, "like", None, e.event_id
+        )
+        for e in stream
+    ]
 
     def run(batch_size):
         featurizer = ItemFeaturizer(HashingTextEncoder())

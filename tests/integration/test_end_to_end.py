@@ -39,7 +39,7 @@ def test_user_with_one_genre_gets_that_genre(running):
     assert all(item.startswith("h") for item in _items(rec)), rec
     assert not set(_items(rec)) & {f"h{n}" for n in range(5)}
     assert all("you liked" in item["reason"] for item in rec["items"])
-    assert rec["model_version"].startswith("streamrec-interest/1+bert")
+    assert rec["model_version"].startswith("streamrec-interest/2+bert")
     crowd_rec = recs.wait_for(lambda m: m["user_id"] == "crowd0")
     assert crowd_rec["items"]
 
