@@ -201,9 +201,8 @@ def format_table(results: dict[str, MethodResult]) -> str:
         )
     baselines = [r.ndcg for n, r in results.items() if n in BASELINES]
     if "streamrec" in results and baselines and max(baselines) > 0:
-        lines.append(
-            f"streamrec / best baseline NDCG@10: {results['streamrec'].ndcg / max(baselines):.2f}x"
-        )
+        ratio = results["streamrec"].ndcg / max(baselines)
+        lines.append(f"streamrec / best baseline NDCG@10: {ratio:.2f}x")
     return "\n".join(lines)
 
 
