@@ -192,7 +192,10 @@ def _system(name, settings, catalog, catalog_vectors, sequence):
 
 
 def format_table(results: dict[str, MethodResult]) -> str:
-    header = f"{'method':<16} {'NDCG@10':>8} {'Recall@10':>9} {'evaluated':>9} {'skipped':>7} {'events/s':>9}"
+    header = (
+        f"{'method':<16} {'NDCG@10':>8} {'Recall@10':>9} {'evaluated':>9} {'skipped':>7} "
+        f"{'events/s':>9}"
+    )
     lines = [header, "-" * len(header)]
     for name, r in results.items():
         lines.append(
