@@ -321,7 +321,7 @@ class Recommender:
                 if count > best_count:
                     best, best_count = position, count
             if best is not None:
-                return self._action_reason("often chosen after", profile, best)
+                return self._action_reason("often chosen with", profile, best)
         if signal == "sequence":
             return self._action_reason("next in your sequence after", profile, -1)
         if signal == "short_term":

@@ -37,6 +37,9 @@ def build_app(settings: Settings, store: str = "rocksdb://") -> tuple[faust.App,
         consumer_auto_offset_reset="earliest",
         web_host=settings.web_host,
         web_port=settings.web_port,
+        # Peers forward /users/... requests here when this worker owns the partition.
+        canonical_url=settings.web_advertised_url
+        or f"http://{settings.web_host}:{settings.web_port}",
         web_in_thread=False,
         autodiscover=False,
     )

@@ -161,7 +161,7 @@ def tail_recommendations(
                     if tp.topic == settings.topic_catalog:
                         if isinstance(doc, dict) and "item_id" in doc and "title" in doc:
                             titles[str(doc["item_id"])] = str(doc["title"])
-                    else:
+                    elif limit is None or shown < limit:
                         out(format_recommendation(doc, titles))
                         shown += 1
     finally:

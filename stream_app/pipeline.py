@@ -141,11 +141,11 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
             try:
                 profile = loaded[user_id]
                 engine.merge_long_term(profile)
-                changed = False
+                changed: str | None = None
                 for record, event in user_events:
                     source = (event.message.partition, event.message.offset)
                     if engine.apply(profile, record, source):
-                        changed = True
+                        changed = record.event_id  # the latest applied event triggers
                         stats.events_applied += 1
                     else:
                         stats.duplicates += 1
@@ -153,7 +153,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                     engine.note_activity(profile)
                     profiles[user_id] = profile.to_dict()
                     touched.append(profile)
-                    triggers.append(user_events[-1][0].event_id)
+                    triggers.append(changed)
             except Exception as exc:  # noqa: BLE001 - input must never kill the worker
                 log.exception("processing failed for user %s", user_id)
                 for _, event in user_events:
@@ -198,9 +198,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 engine.recommender.attach_sequence(tuned)
                 log.info("sequence model fine-tuned: %s", tuned.version)
 
-    register_views(app, settings, follower)
-
-    return Pipeline(
+    pipeline = Pipeline(
         app=app,
         engine=engine,
         stats=stats,
@@ -211,6 +209,8 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         profiles=profiles,
         agents={"process-events": process_events, "validate-catalog": validate_catalog},
     )
+    register_views(app, settings, follower, pipeline)
+    return pipeline
 
 
 class CatalogFollower:

@@ -78,6 +78,7 @@ class Settings:
     app_id: str = "streamrec"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    web_advertised_url: str = ""  # how peers reach this worker; default http://host:port
     data_dir: str = "./data"
     api_token: str | None = None
     # topics

@@ -110,3 +110,45 @@ def test_catalog_item_published_at_run_time_becomes_recommendable(running):
         lambda m: m["user_id"] == "binger" and _items(m)[:1] == ["h-new"], timeout=60, tick=nudge
     )
     assert "similar to" in rec["items"][0]["reason"]
+
+
+def _get(settings, path, token=None):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{settings.web_port}{path}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_user_endpoints_need_the_token_and_count_each_event_once(
+    make_settings, start_worker, catalog
+):
+    settings = make_settings(top_k=5, api_token="s3cret")
+    ensure_topics(settings)
+    produce(settings, settings.topic_catalog, catalog, "item_id")
+    worker = start_worker(settings)
+    wait_ready(settings, worker)
+    events = [event(f"s{n}", "audited", f"h{n}", NOW + n, "click") for n in range(4)]
+    produce(settings, settings.topic_events, events + events[:2], "user_id")  # 2 replays
+    recs = TopicReader(settings, settings.topic_recommendations)
+    recs.wait_for(lambda m: m["user_id"] == "audited" and m["trigger_event_id"] == "s3")
+    recs.close()
+    assert _get(settings, "/users/audited/state")[0] == 401
+    assert _get(settings, "/users/audited/state", token="wrong")[0] == 401
+    deadline = time.monotonic() + 30
+    while True:
+        status, state = _get(settings, "/users/audited/state", token="s3cret")
+        if status == 200 and state["events_applied"] == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status == 200 and state["events_applied"] == 4, state
+    assert state["last_event_time"] == NOW + 3
+    status, rec = _get(settings, "/users/audited/recommendations", token="s3cret")
+    assert status == 200 and rec["user_id"] == "audited" and len(rec["items"]) == 5
+    assert _get(settings, "/users/audited/recommendations")[0] == 401
