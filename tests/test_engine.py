@@ -1,0 +1,72 @@
+"""The worker's Engine: catalog embedding cache, sequence model attach and fine-tuning."""
+
+import numpy as np
+
+from models.sequence_training import train_sequence_model
+from models.streaming import Interaction
+from schemas import CatalogItem
+from stream_app.engine import Engine, save_embeddings, text_key
+from stream_app.settings import Settings
+from tests.conftest import genre_catalog
+
+
+def _engine(tmp_path, **overrides) -> Engine:
+    return Engine(
+        Settings.from_env(env={}, text_encoder="hashing", data_dir=str(tmp_path), **overrides)
+    )
+
+
+def test_embedding_cache_skips_the_encoder_for_unchanged_text(tmp_path):
+    records = [CatalogItem(**c) for c in genre_catalog()]
+    first = _engine(tmp_path)
+    texts, vectors = first.featurize(records)
+    cache = tmp_path / "emb.npz"
+    save_embeddings(cache, [text_key(t, first.featurizer.name) for t in texts], vectors)
+
+    cached = _engine(tmp_path, embedding_cache=str(cache))
+    calls = []
+    original = cached.featurizer.featurize
+    cached.featurizer.featurize = lambda items: calls.append(len(items)) or original(items)
+    changed = records[:-1] + [
+        CatalogItem(item_id="c11", title="Renamed Party", categories=["Comedy"])
+    ]
+    _, again = cached.featurize(changed)
+    assert calls == [1]  # only the item whose text changed was embedded
+    np.testing.assert_allclose(again[:-1], vectors[:-1])
+
+
+def test_sequence_model_joins_the_blend_and_fine_tunes_as_a_copy(tmp_path):
+    catalog = genre_catalog()
+    ids = [c["item_id"] for c in catalog]
+    # Each user walks the catalog in order: item k is followed by item k+1.
+    stream = [
+        Interaction(f"u{u}", ids[(u + t) % len(ids)], 1e9 + 60 * t + u, "view", None, f"e{u}-{t}")
+        for u in range(30)
+        for t in range(12)
+    ]
+    scorer = train_sequence_model(
+        stream,
+        epochs=3,
+        seed=1,
+        progress=False,
+        model_options={"hidden": 16, "layers": 1, "heads": 1, "inner": 32},
+    )
+    engine = _engine(tmp_path, sequence_finetune_interval_s=10.0, sequence_finetune_steps=2)
+    engine.add_items(*engine.featurize([CatalogItem(**c) for c in catalog]))
+    engine.recommender.attach_sequence(scorer)
+    profiles = {}
+    for event in stream:
+        profile = profiles.setdefault(event.user_id, engine.load_profile(event.user_id, None))
+        engine.apply(profile, event, None)
+        engine.note_activity(profile)
+    recs = engine.recommend(list(profiles.values()), ["t"] * len(profiles))
+    assert scorer.version in recs[0].model_version
+    assert all(len(r.items) == 10 for r in recs)
+
+    tuned = engine.fine_tuned_sequence_model()
+    assert tuned is not None and tuned is not scorer
+    assert tuned.version.endswith("+ft1")
+    before = [p.detach().clone() for p in scorer.model.parameters()]
+    engine.recommender.attach_sequence(tuned)
+    assert all(np.array_equal(a, b.detach()) for a, b in zip(before, scorer.model.parameters()))
+    assert engine.recommend(list(profiles.values())[:2], ["t", "t"])[0].items
