@@ -91,6 +91,7 @@ class ItemIndex:
         self.categories: list[tuple[str, ...]] = []
         self._features = np.zeros((initial_capacity, dim), dtype=np.float32)
         self._has_content = np.zeros(initial_capacity, dtype=bool)
+        self.retired: set[int] = set()  # rows deleted from the catalog: never recommended
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -135,12 +136,19 @@ class ItemIndex:
         rows = []
         for item, vector in zip(items, vectors, strict=True):
             row = self.ensure(item.item_id)
+            self.retired.discard(row)
             self.titles[row] = item.title
             self.categories[row] = tuple(item.categories)
             self._features[row] = vector
             self._has_content[row] = True
             rows.append(row)
         return rows
+
+    def retire(self, item_id: str) -> None:
+        """The catalog deleted this item (a tombstone): keep its row, stop recommending it."""
+        row = self.row_of.get(item_id)
+        if row is not None:
+            self.retired.add(row)
 
     def label(self, row: int) -> str:
         """Human-readable name of an item for reasons and logs."""

@@ -285,6 +285,8 @@ class Recommender:
             return [[] for _ in profiles]
         z, buckets = self._standardized(profiles)
         fused = self.gate.blend(z, buckets)
+        if self.items.retired:
+            fused[:, list(self.items.retired)] = -np.inf
         if self.config.exclude_consumed:
             for b, profile in enumerate(profiles):
                 fused[b, [self.items.row_of[i] for i in profile.items]] = -np.inf

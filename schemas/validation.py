@@ -70,7 +70,9 @@ def _reject_constant(name: str) -> Any:
     raise InvalidInput("invalid_value", f"non-finite number {name} is not allowed")
 
 
-def _load_object(raw: bytes | str, policy: ValidationPolicy) -> dict[str, Any]:
+def _load_object(raw: bytes | str | None, policy: ValidationPolicy) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidInput("invalid_json", "empty message (null value)")
     size = len(raw)
     if size > policy.max_bytes:
         raise InvalidInput("oversized", f"{size} bytes exceeds the limit of {policy.max_bytes}")

@@ -42,6 +42,7 @@ class PipelineStats:
     recommendations_out: int = 0
     catalog_items: int = 0
     long_term_refreshes: int = 0
+    ranking_errors: int = 0
     dead_letters: Counter = field(default_factory=Counter)
 
 
@@ -131,9 +132,12 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         for user_id, user_events in by_user.items():
             stream._set_current_event(user_events[-1][1])
             loaded[user_id] = engine.load_profile(user_id, profiles.get(user_id))
-        engine.learn_gate(
-            [loaded[u] for u in by_user], [events[0][0].item_id for events in by_user.values()]
-        )
+        try:
+            engine.learn_gate(
+                [loaded[u] for u in by_user], [evs[0][0].item_id for evs in by_user.values()]
+            )
+        except Exception:  # noqa: BLE001 - the blend keeps its last weights
+            log.exception("gate learning failed")
         for user_id, user_events in by_user.items():
             # The table writes to the changelog partition of the "current event";
             # within a micro-batch that must be this user's own event.
@@ -159,13 +163,21 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 for _, event in user_events:
                     await send_dead_letter(event.message, "processing_error", repr(exc))
         if touched:
-            for recommendation in engine.recommend(touched, triggers):
+            try:
+                recommendations = engine.recommend(touched, triggers)
+            except Exception:  # noqa: BLE001 - state is saved; the next batch recommends again
+                log.exception("ranking failed for %d users", len(touched))
+                stats.ranking_errors += 1
+                return
+            for recommendation in recommendations:
                 await recommendations_topic.send(key=recommendation.user_id, value=recommendation)
             stats.recommendations_out += len(touched)
 
     @app.agent(catalog_topic, name="validate-catalog")
     async def validate_catalog(stream: faust.StreamT) -> None:
         async for event in stream.events():
+            if event.message.value is None and event.message.key:
+                continue  # a tombstone deletes the item; the follower retires it
             try:
                 parse_catalog_item(event.message.value, policy)
             except InvalidInput as exc:
@@ -246,6 +258,11 @@ class CatalogFollower:
                 items = {}
                 for records in batches.values():
                     for record in records:
+                        if record.value is None and record.key:
+                            deleted = record.key.decode("utf-8", errors="replace")
+                            items.pop(deleted, None)
+                            self.engine.items.retire(deleted)
+                            continue
                         try:
                             item = parse_catalog_item(record.value, self.policy)
                         except InvalidInput:

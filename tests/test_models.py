@@ -139,3 +139,11 @@ def test_hashing_encoder_is_deterministic_and_unit_length():
     np.testing.assert_allclose(a[0], a[1])
     np.testing.assert_allclose(a[0], b[0])
     assert np.linalg.norm(a[0]) == pytest.approx(1.0)
+
+
+def test_retired_items_are_never_recommended(recommender):
+    for n in range(5):
+        recommender.learn_one(UserProfile(f"p{n}"), ev(f"r{n}", "c3", 1e9 + n), None)
+    assert recommender.recommend([UserProfile("new")])[0][0].item_id == "c3"
+    recommender.items.retire("c3")
+    assert "c3" not in {s.item_id for s in recommender.recommend([UserProfile("new")])[0]}

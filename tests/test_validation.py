@@ -60,6 +60,7 @@ def test_every_event_type_is_accepted(event_type):
         (b"{not json", "invalid_json"),
         (b"\xff\xfe\x00", "invalid_json"),
         (b"[1, 2]", "not_an_object"),
+        (None, "invalid_json"),
         (b'"text"', "not_an_object"),
         (raw({k: v for k, v in GOOD.items() if k != "user_id"}), "missing_field"),
         (raw({**GOOD, "item_id": None}), "missing_field"),
