@@ -68,5 +68,8 @@ def test_sequence_model_joins_the_blend_and_fine_tunes_as_a_copy(tmp_path):
     assert tuned.version.endswith("+ft1")
     before = [p.detach().clone() for p in scorer.model.parameters()]
     engine.recommender.attach_sequence(tuned)
-    assert all(np.array_equal(a, b.detach()) for a, b in zip(before, scorer.model.parameters(), strict=True))
+    assert all(
+        np.array_equal(a, b.detach())
+        for a, b in zip(before, scorer.model.parameters(), strict=True)
+    )
     assert engine.recommend(list(profiles.values())[:2], ["t", "t"])[0].items
