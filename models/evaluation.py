@@ -10,9 +10,11 @@ Protocol, exactly as ``streamrec evaluate`` documents it:
    Recall@k is 1 if i is in the list; NDCG@k is 1/log2(rank+2). Events whose
    item never appeared before are skipped and counted.
 
-Events are processed in micro-batches of the worker's size; a micro-batch is
-split into waves holding at most one event per user, so every user is ranked
-with everything they did before that event already learned.
+Events are processed in micro-batches of the worker's size. A micro-batched
+system (``score_batch``/``learn_batch``) ranks each event from its user's own
+state exactly up to that event and the shared learners as of the batch start,
+as the worker does; other methods get the micro-batch split into waves holding
+at most one event per user, so each is ranked with everything before it learned.
 """
 
 from __future__ import annotations
@@ -212,16 +214,26 @@ class RecommenderScorer:
             self._apply(event)
         self.recommender.refresh_long_term(list(self._touched.values()), force=True)
         self._touched.clear()
-        # The gate needs the other signals trained first: it learns on the tail.
+        # The gate needs the other signals trained first: it learns on the tail,
+        # micro-batch by micro-batch, exactly as in the evaluated window.
         tail = interactions[len(interactions) - n_gate :]
         for start in range(0, len(tail), 500):
-            for wave in waves(tail[start : start + 500]):
-                self.recommender.learn_gate(
-                    [self._profile(e.user_id) for e in wave], [e.item_id for e in wave]
-                )
-                for event in wave:
-                    self._apply(event)
+            batch = tail[start : start + 500]
+            self.recommender.learn_gate(*self._snapshots_before(batch))
+            for event in batch:
+                self._apply(event)
             self._merge()
+
+    def _snapshots_before(self, events: Sequence[Interaction]) -> tuple[list, list[str]]:
+        """Each event's user profile as it was just before that event."""
+        snapshots, current = [], {}
+        for n, event in enumerate(events):
+            profile = current.get(event.user_id) or self._profile(event.user_id)
+            snapshots.append(profile)
+            following = profile.copy()
+            self.recommender.observe(following, _with_id(event, -n - 1))
+            current[event.user_id] = following
+        return snapshots, [e.item_id for e in events]
 
     def _merge(self) -> None:
         self.recommender.refresh_long_term(list(self._touched.values()))
@@ -243,15 +255,8 @@ class RecommenderScorer:
     def score_batch(self, events: Sequence[Interaction], item_ids: Sequence[str]) -> np.ndarray:
         """Scores for each event's user as of just before that event (see ``prequential``)."""
         self._map_columns(item_ids)
-        snapshots, current = [], {}
-        for event in events:
-            profile = current.get(event.user_id) or self._profile(event.user_id)
-            snapshots.append(profile)
-            nxt = profile.copy()
-            self.recommender.observe(nxt, _with_id(event, -len(snapshots)))
-            current[event.user_id] = nxt
-        self._snapshots = (snapshots, [e.item_id for e in events])
-        return self.recommender.scores(snapshots)[:, self._cols[: len(item_ids)]]
+        self._snapshots = self._snapshots_before(events)
+        return self.recommender.scores(self._snapshots[0])[:, self._cols[: len(item_ids)]]
 
     def learn_batch(self, events: Sequence[Interaction]) -> None:
         if self._snapshots is not None:

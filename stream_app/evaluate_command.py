@@ -93,6 +93,7 @@ def evaluate(
     batch_size: int | None,
     methods: str,
     sequence_checkpoint: Path | None,
+    save_sequence: Path | None,
     epochs: int,
     seed: int,
     text_encoder: str | None,
@@ -123,6 +124,8 @@ def evaluate(
         sequence = _sequence_model(
             sequence_checkpoint, interactions[:n_warm], epochs, seed, settings
         )
+        if save_sequence and not sequence_checkpoint:
+            sequence.save_checkpoint(save_sequence)
     catalog_vectors = None
     results: dict[str, MethodResult] = {}
     for name in names:
