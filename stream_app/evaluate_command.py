@@ -76,6 +76,12 @@ def build_baseline(name: str, seed: int):
     help="Use this trained Transformer instead of training one on the warm-up",
 )
 @click.option(
+    "--save-sequence",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Save the Transformer trained on the warm-up here (reuse: --sequence-checkpoint)",
+)
+@click.option(
     "--epochs",
     type=int,
     default=200,
