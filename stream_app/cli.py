@@ -251,7 +251,10 @@ def demo(
         threading.Thread(target=produce_all, daemon=True).start()
         if duration:
             threading.Timer(duration, stop.set).start()
+        # Ctrl-C and SIGTERM both end the demo cleanly (also when SIGINT was ignored,
+        # as for background jobs of a non-interactive shell).
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
         tail_recommendations(settings, stop=stop)
     except KeyboardInterrupt:
         pass
