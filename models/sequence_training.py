@@ -1,0 +1,809 @@
+"""Everything around :class:`~models.sequence_model.SequenceModel`: data, training, evaluation,
+checkpoints and the serving wrapper.
+
+- Sequences: each user's interactions ordered by timestamp (ties keep input order), encoded
+  as item rows ``1..n_items``, event codes and gaps in seconds.
+- Training: next-item cross-entropy over all items at every position (full softmax, as
+  RecBole's SASRec with ``loss_type=CE``), Adam, early stopping on validation NDCG@10.
+- Evaluation: full ranking of every item, with and without the user's history removed.
+- Checkpoints: safetensors weights + JSON, every file's sha256 in ``manifest.json``.
+- Serving: :class:`SequenceScorer` scores many users in one forward pass and fine-tunes
+  on recent data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from models.events import EVENT_CODE
+from models.sequence_model import PAD, SequenceModel, SequenceModelConfig, gap_buckets
+from models.streaming import Interaction
+
+MODEL_NAME = "sasrec_transformer"
+CHECKPOINT_FORMAT = "streamrec-sequence/1"
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "item_index.json", "version")
+TOP_K = 10
+METRICS = ("ndcg@10", "recall@10", "ndcg@10_exclude_history", "recall@10_exclude_history")
+
+SequenceEvent = tuple[str, str, float]  # (item_id, event_type, timestamp), oldest first
+
+
+class CheckpointError(Exception):
+    """A checkpoint directory that is incomplete, corrupted or inconsistent."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the model's own live in :class:`SequenceModelConfig`).
+
+    shift_windows: cut long histories into training windows at a random offset each epoch,
+    so every target is sometimes seen with a full window of context.
+    min_context: earlier actions every training target sees at least (windows overlap by
+    this much; 0 = no overlap, cheapest).
+    """
+
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10
+    seed: int = 2020
+    shift_windows: bool = True
+    min_context: int = 0
+    eval_batch_size: int = 1024
+    device: str = "cpu"
+    progress: bool = True
+
+
+def resolve_device(name: str = "auto") -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; others pass through."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+@dataclass(frozen=True)
+class EncodedSequence:
+    """One user's actions, oldest first: item rows, event codes (both 1-based, ``[n]``
+    int64) and seconds since the previous action (``[n]`` float64, NaN for the first)."""
+
+    items: np.ndarray
+    types: np.ndarray
+    gaps: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def window(self, start: int, end: int) -> EncodedSequence:
+        """Actions ``[start, end)``; gaps still refer to the action before ``start``."""
+        return EncodedSequence(self.items[start:end], self.types[start:end], self.gaps[start:end])
+
+
+@dataclass(frozen=True)
+class RankingCase:
+    """Predict ``sequence.items[end]`` from ``sequence`` up to (not including) ``end``."""
+
+    sequence: EncodedSequence
+    end: int
+
+
+def event_code(event_type: str) -> int:
+    try:
+        return EVENT_CODE[event_type] + 1  # 0 is padding
+    except KeyError:
+        raise ValueError(f"unknown event_type {event_type!r}") from None
+
+
+def encode_events(
+    rows: Sequence[int], event_types: Sequence[str], timestamps: Sequence[float]
+) -> EncodedSequence:
+    """:class:`EncodedSequence` of time-ordered events already mapped to item rows."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    gaps = np.full(len(ts), np.nan)
+    gaps[1:] = np.diff(ts)
+    types = np.fromiter((event_code(t) for t in event_types), dtype=np.int64, count=len(ts))
+    return EncodedSequence(np.asarray(rows, dtype=np.int64), types, gaps)
+
+
+def group_by_user(interactions: Iterable[Interaction]) -> dict[str, list[Interaction]]:
+    """Each user's interactions by timestamp; ties keep input order (the sort is stable)."""
+    by_user: dict[str, list[Interaction]] = {}
+    for it in sorted(interactions, key=lambda it: it.timestamp):
+        by_user.setdefault(it.user_id, []).append(it)
+    return by_user
+
+
+def item_vocabulary(interactions: Iterable[Interaction]) -> list[str]:
+    """Item ids in order of first appearance in time (the model's row order, from 1)."""
+    seen: dict[str, None] = {}
+    for it in sorted(interactions, key=lambda it: it.timestamp):
+        seen.setdefault(it.item_id, None)
+    return list(seen)
+
+
+def _encode_user(events: Sequence[Interaction], row_of: Mapping[str, int]) -> EncodedSequence:
+    return encode_events(
+        [row_of[e.item_id] for e in events],
+        [e.event_type for e in events],
+        [e.timestamp for e in events],
+    )
+
+
+@dataclass(frozen=True)
+class SequenceSplit:
+    """Training sequences and validation/test cases over one item vocabulary."""
+
+    item_ids: list[str]
+    train: list[EncodedSequence]
+    valid: list[RankingCase]
+    test: list[RankingCase]
+    protocol: str
+
+
+def leave_one_out_split(interactions: Sequence[Interaction]) -> SequenceSplit:
+    """Per user with ≥3 actions: last = test, second-last = validation, the rest = train.
+
+    Shorter histories are all training. Test contexts include the validation item.
+    """
+    item_ids = item_vocabulary(interactions)
+    row_of = {item: row for row, item in enumerate(item_ids, start=1)}
+    train, valid, test = [], [], []
+    for events in group_by_user(interactions).values():
+        seq = _encode_user(events, row_of)
+        if len(seq) >= 3:
+            train.append(seq.window(0, len(seq) - 2))
+            valid.append(RankingCase(seq, len(seq) - 2))
+            test.append(RankingCase(seq, len(seq) - 1))
+        else:
+            train.append(seq)
+    return SequenceSplit(item_ids, train, valid, test, "leave-one-out, full ranking")
+
+
+def temporal_split(
+    interactions: Sequence[Interaction], test_fraction: float = 0.2, valid_fraction: float = 0.1
+) -> SequenceSplit:
+    """First ``1 - test_fraction`` of interactions by time = train, the rest = test.
+
+    Validation is the last ``valid_fraction`` of the training part (never test data).
+    Every validation/test interaction with an earlier one by its user is a case; its
+    context is everything the user did before it, as a streaming model would see it.
+    """
+    ordered = sorted(interactions, key=lambda it: it.timestamp)
+    cut_test = int(len(ordered) * (1.0 - test_fraction))
+    cut_valid = int(cut_test * (1.0 - valid_fraction))
+    item_ids = item_vocabulary(ordered)
+    row_of = {item: row for row, item in enumerate(item_ids, start=1)}
+    positions: dict[str, list[int]] = {}
+    for pos, it in enumerate(ordered):
+        positions.setdefault(it.user_id, []).append(pos)
+    train, valid, test = [], [], []
+    for user_positions in positions.values():
+        seq = _encode_user([ordered[p] for p in user_positions], row_of)
+        n_train = sum(p < cut_valid for p in user_positions)  # a prefix: positions ascend
+        if n_train:
+            train.append(seq.window(0, n_train))
+        for end, pos in enumerate(user_positions):
+            if end and pos >= cut_valid:
+                (valid if pos < cut_test else test).append(RankingCase(seq, end))
+    protocol = (
+        f"temporal: first {1 - test_fraction:.0%} of interactions by time train (its last "
+        f"{valid_fraction:.0%} validation), last {test_fraction:.0%} test; full ranking"
+    )
+    return SequenceSplit(item_ids, train, valid, test, protocol)
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def _pad_left(parts: Sequence[EncodedSequence], max_len: int, n_gap_buckets: int):
+    """Left-padded ``[B max_len]`` item, type and gap-bucket arrays of (short) sequences."""
+    B = len(parts)
+    items = np.zeros((B, max_len), dtype=np.int64)
+    types = np.zeros((B, max_len), dtype=np.int64)
+    gaps = np.zeros((B, max_len), dtype=np.float64)
+    for row, part in enumerate(parts):
+        n = len(part)
+        if n:
+            items[row, max_len - n :] = part.items
+            types[row, max_len - n :] = part.types
+            gaps[row, max_len - n :] = part.gaps
+    buckets = gap_buckets(gaps, n_gap_buckets) if n_gap_buckets else np.zeros_like(items)
+    return items, types, np.where(items == PAD, PAD, buckets)
+
+
+def _contexts(cases: Sequence[RankingCase], config: SequenceModelConfig):
+    """Model inputs holding the last ``max_len`` actions before each case's target."""
+    parts = [c.sequence.window(max(0, c.end - config.max_len), c.end) for c in cases]
+    return _pad_left(parts, config.max_len, config.n_gap_buckets)
+
+
+def training_windows(
+    sequences: Sequence[EncodedSequence],
+    config: SequenceModelConfig,
+    rng: np.random.Generator | None = None,
+    min_context: int = 0,
+):
+    """``(items, types, gaps, targets)`` ``[N max_len]`` arrays; targets 0 = no loss.
+
+    Position t's target is the action after it. Each target is in exactly one window;
+    windows hold the ``max_len`` actions before their last target and overlap so that
+    every target sees at least ``min_context`` earlier actions (or all there are). With
+    ``rng`` the cut points move by a random offset, so a target's context varies by epoch.
+    """
+    L = config.max_len
+    stride = L - min_context
+    if not 0 < stride <= L:
+        raise ValueError(f"min_context must be in [0, max_len), not {min_context}")
+    parts, targets = [], []
+    for seq in sequences:
+        n = len(seq)
+        if n < 2:
+            continue
+        shift = int(rng.integers(stride)) if rng is not None else 0
+        ends = sorted({n - 1, *range(n - 1 - shift, 0, -stride)}, reverse=True)
+        for k, end in enumerate(ends):  # window: inputs [start, end), targets (lower, end]
+            lower = ends[k + 1] if k + 1 < len(ends) else 0
+            start = max(0, end - L)
+            parts.append(seq.window(start, end))
+            target = seq.items[start + 1 : end + 1].copy()
+            target[np.arange(start + 1, end + 1) <= lower] = PAD
+            padded = np.zeros(L, dtype=np.int64)
+            padded[L - len(target) :] = target
+            targets.append(padded)
+    items, types, gaps = _pad_left(parts, L, config.n_gap_buckets)
+    return items, types, gaps, np.asarray(targets, dtype=np.int64).reshape(-1, L)
+
+
+def _trim_padding(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Drop leading columns that are padding in every row (positions are right-aligned)."""
+    width = int((arrays[0] != PAD).sum(axis=1).max(initial=1))
+    return [a[:, a.shape[1] - max(width, 1) :] for a in arrays]
+
+
+def _batches_by_length(items: np.ndarray, batch_size: int, rng: np.random.Generator):
+    """Batches of window rows with similar lengths, in random order (less padding work)."""
+    lengths = (items != PAD).sum(axis=1)
+    order = rng.permutation(len(items))
+    order = order[np.argsort(-lengths[order], kind="stable")]
+    batches = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _tensors(arrays: Iterable[np.ndarray], device: str) -> list[torch.Tensor]:
+    return [torch.as_tensor(a, device=device) for a in arrays]
+
+
+def window_loss(model: SequenceModel, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean next-item cross-entropy over all items at every position with a target."""
+    items, types, gaps, targets = batch  # [B L] each
+    hidden = model(items, types, gaps)  # [B L H]
+    has_target = targets != PAD  # [B L]
+    logits = model.scores(hidden[has_target])  # [M n_items]
+    return F.cross_entropy(logits, targets[has_target] - 1)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each row's target column (items scoring strictly higher)."""
+    target_score = scores.gather(1, target[:, None])  # [B 1]
+    return (scores > target_score).sum(dim=1)  # [B]
+
+
+@torch.no_grad()
+def evaluate_ranking(
+    model: SequenceModel,
+    cases: Sequence[RankingCase],
+    device: str = "cpu",
+    batch_size: int = 1024,
+    k: int = TOP_K,
+) -> dict[str, float]:
+    """NDCG@k and Recall@k of each case's target among ALL items.
+
+    ``*_exclude_history`` first removes the items in the case's context (its whole
+    history, not only the last ``max_len``) from the ranking, except the target itself.
+    """
+    model.eval()
+    sums = dict.fromkeys(METRICS, 0.0)
+    for start in range(0, len(cases), batch_size):
+        chunk = cases[start : start + batch_size]
+        inputs = _tensors(_trim_padding(_contexts(chunk, model.config)), device)
+        scores = model.scores(model(*inputs)[:, -1])  # [B n_items]
+        target = torch.as_tensor([c.sequence.items[c.end] - 1 for c in chunk], device=device)
+        rows = np.concatenate([np.full(c.end, i) for i, c in enumerate(chunk)])
+        cols = np.concatenate([c.sequence.items[: c.end] - 1 for c in chunk])
+        masked = scores.clone()
+        history = torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)
+        masked[history] = -torch.inf
+        arange = torch.arange(len(chunk), device=device)
+        masked[arange, target] = scores[arange, target]
+        for suffix, ranked in (("", scores), ("_exclude_history", masked)):
+            rank = _ranks(ranked, target).double()
+            hit = rank < k
+            sums[f"ndcg@{k}{suffix}"] += float((hit / torch.log2(rank + 2)).sum())
+            sums[f"recall@{k}{suffix}"] += float(hit.sum())
+    n = max(len(cases), 1)
+    return {name: total / n for name, total in sums.items()}
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    model: SequenceModel
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    train_seconds: float
+    history: list[dict[str, float]]
+
+
+def fit_sequence_model(
+    train: Sequence[EncodedSequence],
+    valid: Sequence[RankingCase],
+    model_config: SequenceModelConfig,
+    train_config: TrainConfig = TrainConfig(),
+) -> TrainResult:
+    """Train from scratch; keep the weights of the epoch with the best validation NDCG@10.
+
+    Stops after ``patience`` epochs without improvement. Without validation cases it
+    runs every epoch and keeps the last weights.
+    """
+    tc = train_config
+    seed_everything(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    model = SequenceModel(model_config).to(tc.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    best_ndcg, best_epoch, best_valid, best_state = -1.0, 0, {}, None
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    bar = tqdm(range(1, tc.epochs + 1), desc="train", unit="epoch", disable=not tc.progress)
+    epoch = 0
+    for epoch in bar:
+        shift_rng = rng if tc.shift_windows else None
+        windows = training_windows(train, model_config, shift_rng, tc.min_context)
+        model.train()
+        total, batches = 0.0, 0
+        for rows in _batches_by_length(windows[0], tc.batch_size, rng):
+            batch = _tensors(_trim_padding([w[rows] for w in windows]), tc.device)
+            loss = window_loss(model, batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, batches = total + loss.item(), batches + 1
+        record = {"epoch": epoch, "loss": total / max(batches, 1)}
+        if valid:
+            metrics = evaluate_ranking(model, valid, tc.device, tc.eval_batch_size)
+            record["valid_ndcg@10"] = metrics["ndcg@10"]
+            if metrics["ndcg@10"] > best_ndcg:
+                best_ndcg, best_epoch, best_valid = metrics["ndcg@10"], epoch, metrics
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", valid=f"{best_ndcg:.4f}", best=best_epoch)
+        if valid and epoch - best_epoch >= tc.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = epoch
+    model.eval()
+    return TrainResult(model, best_epoch, best_valid, epoch, time.perf_counter() - started, history)
+
+
+def train_and_evaluate(
+    split: SequenceSplit,
+    model_options: Mapping[str, Any] | None = None,
+    train_config: TrainConfig = TrainConfig(),
+) -> tuple[dict[str, float], TrainResult]:
+    """Train on ``split.train``, stop early on ``split.valid``, report metrics on ``split.test``."""
+    config = SequenceModelConfig(n_items=len(split.item_ids), **dict(model_options or {}))
+    result = fit_sequence_model(split.train, split.valid, config, train_config)
+    metrics = evaluate_ranking(
+        result.model, split.test, train_config.device, train_config.eval_batch_size
+    )
+    metrics.update(
+        best_epoch=result.best_epoch,
+        train_seconds=round(result.train_seconds, 1),
+        valid_ndcg_at_10=result.best_valid.get("ndcg@10", float("nan")),
+        test_cases=len(split.test),
+    )
+    return metrics, result
+
+
+def evaluate_leave_one_out(
+    interactions: Sequence[Interaction],
+    model_options: Mapping[str, Any] | None = None,
+    train_config: TrainConfig = TrainConfig(),
+) -> tuple[dict[str, float], TrainResult]:
+    """Leave-one-out full-ranking evaluation (see :func:`leave_one_out_split`).
+
+    Returns test NDCG@10 / Recall@10 with and without history removal, the best epoch
+    (chosen on validation NDCG@10) and the training time, plus the trained model.
+    """
+    return train_and_evaluate(leave_one_out_split(interactions), model_options, train_config)
+
+
+def train_sequence_model(
+    interactions: Sequence[Interaction],
+    epochs: int = 200,
+    seed: int = 2020,
+    device: str = "cpu",
+    valid_fraction: float = 0.1,
+    model_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> SequenceScorer:
+    """A serving model trained on interactions (e.g. a stream evaluator's warm-up).
+
+    The last ``valid_fraction`` of them by time is held out for early stopping, so the
+    most recent data shapes the choice of epoch; the model never trains on it.
+    """
+    split = temporal_split(interactions, test_fraction=0.0, valid_fraction=valid_fraction)
+    config = SequenceModelConfig(n_items=len(split.item_ids), **dict(model_options or {}))
+    train_config = TrainConfig(
+        epochs=epochs, seed=seed, device=resolve_device(device), progress=progress
+    )
+    result = fit_sequence_model(split.train, split.valid, config, train_config)
+    version = f"{MODEL_NAME}/{weights_digest(result.model)[:12]}"
+    return SequenceScorer(result.model, split.item_ids, train_config.device, version, seed)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_digest(model: SequenceModel) -> str:
+    """sha256 over the parameters (names, shapes and bytes), independent of files."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: SequenceModel
+    item_ids: list[str]
+    version: str
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: SequenceModel,
+    item_ids: Sequence[str],
+    version: str | None = None,
+) -> str:
+    """Write the checkpoint files and, last, ``manifest.json``; returns the version.
+
+    The default version names the weights' digest, so equal weights get equal versions.
+    """
+    if len(item_ids) != model.config.n_items:
+        raise ValueError(f"{len(item_ids)} item ids for a model of {model.config.n_items}")
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, root / "model.safetensors", metadata={"format": CHECKPOINT_FORMAT})
+    version = version or f"{MODEL_NAME}/{weights_digest(model)[:12]}"
+    (root / "config.json").write_text(json.dumps(asdict(model.config), indent=2) + "\n")
+    (root / "item_index.json").write_text(json.dumps(list(item_ids)) + "\n")
+    (root / "version").write_text(version + "\n")
+    manifest = {
+        "format": CHECKPOINT_FORMAT,
+        "sha256": {name: _sha256(root / name) for name in CHECKPOINT_FILES},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return version
+
+
+def load_checkpoint(directory: str | Path, device: str = "cpu") -> Checkpoint:
+    """Load a checkpoint after checking every file against ``manifest.json``.
+
+    Raises :class:`CheckpointError` naming the problem (missing file, hash mismatch,
+    unreadable or inconsistent contents). Weights are read with safetensors only.
+    """
+    root = Path(directory)
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        hashes = manifest["sha256"]
+        if manifest.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{root}: unsupported format {manifest.get('format')!r}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{root}: missing or unreadable manifest.json ({exc})") from exc
+    for name in CHECKPOINT_FILES:
+        path = root / name
+        if not path.is_file():
+            raise CheckpointError(f"{root}: missing {name}")
+        if not isinstance(hashes, dict) or hashes.get(name) != _sha256(path):
+            raise CheckpointError(f"{root}: {name} does not match its sha256 in manifest.json")
+    try:
+        raw_config = json.loads((root / "config.json").read_text())
+        known = {f.name for f in fields(SequenceModelConfig)}
+        if not isinstance(raw_config, dict) or set(raw_config) - known:
+            raise ValueError(f"unexpected config keys {sorted(set(raw_config) - known)}")
+        config = SequenceModelConfig(**raw_config)
+        item_ids = json.loads((root / "item_index.json").read_text())
+        if not isinstance(item_ids, list) or not all(isinstance(i, str) for i in item_ids):
+            raise ValueError("item_index.json must be a list of strings")
+        if len(item_ids) != config.n_items or len(set(item_ids)) != len(item_ids):
+            raise ValueError("item_index.json does not match n_items or repeats an id")
+        model = SequenceModel(config)
+        model.load_state_dict(load_file(root / "model.safetensors"), strict=True)
+        version = (root / "version").read_text().strip()
+    except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as exc:
+        raise CheckpointError(f"{root}: inconsistent checkpoint ({exc})") from exc
+    return Checkpoint(model.to(device).eval(), item_ids, version)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class SequenceScorer:
+    """A trained model and its item vocabulary on one device, for the stream worker.
+
+    Sequences are lists of ``(item_id, event_type, timestamp)``, most recent last; ids the
+    model does not know are dropped. ``fine_tune`` keeps one Adam state across calls so
+    periodic small updates behave like one continued run.
+    """
+
+    def __init__(
+        self,
+        model: SequenceModel,
+        item_ids: Sequence[str],
+        device: str = "cpu",
+        version: str = "",
+        seed: int = 0,
+        batch_size: int = 256,
+    ) -> None:
+        if len(item_ids) != model.config.n_items:
+            raise ValueError(f"{len(item_ids)} item ids for a model of {model.config.n_items}")
+        self.model = model.to(device).eval()
+        self.device = device
+        self.version = version
+        self.batch_size = batch_size
+        self._item_ids = tuple(item_ids)
+        self._row_of = {item: row for row, item in enumerate(self._item_ids, start=1)}
+        self._rng = np.random.default_rng(seed)
+        self._optimizer: torch.optim.Adam | None = None
+
+    @classmethod
+    def load_checkpoint(cls, directory: str | Path, device: str = "cpu") -> SequenceScorer:
+        """A scorer from a verified checkpoint (raises :class:`CheckpointError`)."""
+        checkpoint = load_checkpoint(directory, device)
+        return cls(checkpoint.model, checkpoint.item_ids, device, checkpoint.version)
+
+    load = load_checkpoint  # the name the engine uses
+
+    def save_checkpoint(self, directory: str | Path, version: str | None = None) -> str:
+        self.version = save_checkpoint(directory, self.model, self._item_ids, version)
+        return self.version
+
+    @property
+    def item_ids(self) -> tuple[str, ...]:
+        """Item ids in score-column order."""
+        return self._item_ids
+
+    @property
+    def max_len(self) -> int:
+        """Most recent actions the model looks at; longer sequences may be cut to this."""
+        return self.model.config.max_len
+
+    def encode(self, sequence: Sequence[SequenceEvent]) -> EncodedSequence:
+        kept = [event for event in sequence if event[0] in self._row_of]
+        return encode_events(
+            [self._row_of[item] for item, _, _ in kept],
+            [kind for _, kind, _ in kept],
+            [float(ts) for _, _, ts in kept],
+        )
+
+    @torch.no_grad()
+    def score_sequences(self, sequences: Sequence[Sequence[SequenceEvent]]) -> np.ndarray:
+        """``[B, n_items]`` float32 scores, one forward pass for the whole batch.
+
+        A sequence with no known item gets a row of zeros (no evidence either way).
+        """
+        self.model.eval()
+        encoded = [self.encode(seq) for seq in sequences]
+        if not encoded:
+            return np.zeros((0, len(self._item_ids)), dtype=np.float32)
+        cases = [RankingCase(seq, len(seq)) for seq in encoded]
+        inputs = _tensors(_contexts(cases, self.model.config), self.device)
+        scores = self.model.scores(self.model(*inputs)[:, -1])  # [B n_items]
+        empty = torch.as_tensor([len(seq) == 0 for seq in encoded], device=self.device)
+        return scores.masked_fill(empty[:, None], 0.0).float().cpu().numpy()
+
+    def _sequences(
+        self, data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]]
+    ) -> list[EncodedSequence]:
+        if data and isinstance(data[0], Interaction):
+            users = group_by_user(data)  # type: ignore[arg-type]
+            data = [[(e.item_id, e.event_type, e.timestamp) for e in evs] for evs in users.values()]
+        return [self.encode(seq) for seq in data]  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def loss(self, data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]]) -> float:
+        """Mean next-item cross-entropy on ``data`` (dropout off)."""
+        self.model.eval()
+        windows = training_windows(self._sequences(data), self.model.config)
+        if not len(windows[0]):
+            return float("nan")
+        return float(window_loss(self.model, _tensors(windows, self.device)))
+
+    def fine_tune(
+        self,
+        data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]],
+        steps: int = 10,
+        lr: float = 1e-4,
+    ) -> list[float]:
+        """Continue training for ``steps`` Adam steps on recent data; returns each step's loss.
+
+        ``data`` is interactions (grouped per user in time order) or ready sequences.
+        Each step draws up to ``batch_size`` training windows at random.
+        """
+        windows = training_windows(self._sequences(data), self.model.config)
+        if not len(windows[0]) or steps <= 0:
+            return []
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        for group in self._optimizer.param_groups:
+            group["lr"] = lr
+        losses = []
+        self.model.train()
+        try:
+            for _ in range(steps):
+                size = min(self.batch_size, len(windows[0]))
+                pick = self._rng.choice(len(windows[0]), size=size, replace=False)
+                loss = window_loss(self.model, _tensors((w[pick] for w in windows), self.device))
+                self._optimizer.zero_grad()
+                loss.backward()
+                self._optimizer.step()
+                losses.append(loss.item())
+        finally:
+            self.model.eval()
+        return losses
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _epoch_seconds(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def interactions_from_events(events: Iterable[Mapping[str, Any]]) -> tuple[list[Interaction], int]:
+    """BehaviorEvent dicts as :class:`Interaction`; returns (kept, number skipped as invalid)."""
+    kept, skipped = [], 0
+    for event in events:
+        try:
+            value = event.get("value")
+            interaction = Interaction(
+                user_id=str(event["user_id"]),
+                item_id=str(event["item_id"]),
+                timestamp=_epoch_seconds(event["timestamp"]),
+                event_type=str(event.get("event_type", "view")),
+                value=None if value is None else float(value),
+                event_id=str(event.get("event_id", "")),
+            )
+        except (KeyError, TypeError, ValueError):
+            skipped += 1
+            continue
+        if interaction.event_type not in EVENT_CODE or not np.isfinite(interaction.timestamp):
+            skipped += 1
+            continue
+        kept.append(interaction)
+    return kept, skipped
+
+
+def run_train(
+    path: str | Path,
+    out: str | Path | None = None,
+    eval_mode: str = "loo",
+    json_path: str | Path | None = None,
+    epochs: int = 200,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 2020,
+    max_len: int = 50,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    dropout: float = 0.5,
+    patience: int = 10,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train on a data set, evaluate with ``eval_mode``, write the checkpoint and JSON report.
+
+    ``path`` is a RecBole ``.inter`` file or JSON-lines of BehaviorEvent objects.
+    ``eval_mode``: ``loo`` (leave-one-out) or ``temporal`` (see :func:`temporal_split`).
+    The checkpoint holds the weights chosen on validation (trained without the held-out
+    interactions).
+    """
+    from stream_app.replay import load_dataset  # plain file reading; no Faust
+
+    if eval_mode not in ("loo", "temporal"):
+        raise ValueError(f"eval_mode must be 'loo' or 'temporal', not {eval_mode!r}")
+    events, _ = load_dataset(Path(path))
+    interactions, skipped = interactions_from_events(events)
+    if not interactions:
+        raise ValueError(f"{path}: no usable interactions")
+    split = (
+        leave_one_out_split(interactions) if eval_mode == "loo" else temporal_split(interactions)
+    )
+    model_options = {
+        "max_len": max_len,
+        "hidden": hidden,
+        "layers": layers,
+        "heads": heads,
+        "dropout": dropout,
+        "attn_dropout": dropout,
+    }
+    train_config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        seed=seed,
+        device=resolve_device(device),
+        progress=progress,
+    )
+    metrics, result = train_and_evaluate(split, model_options, train_config)
+    report: dict[str, Any] = {
+        "dataset": Path(path).stem,
+        "protocol": split.protocol,
+        "results": {MODEL_NAME: {name: metrics[name] for name in METRICS}},
+    }
+    report["results"][MODEL_NAME].update(
+        best_epoch=metrics["best_epoch"],
+        train_seconds=metrics["train_seconds"],
+        valid_ndcg_at_10=metrics["valid_ndcg_at_10"],
+        test_cases=metrics["test_cases"],
+    )
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+    extra = {"skipped_events": skipped, "interactions": len(interactions)}
+    if out is not None:
+        extra["checkpoint"] = str(out)
+        extra["version"] = save_checkpoint(out, result.model, split.item_ids)
+    extra["config"] = asdict(result.model.config)
+    return {**report, **extra}

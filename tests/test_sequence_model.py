@@ -1,0 +1,249 @@
+"""The sequence Transformer on tiny generated data: shapes, causality, learning, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from models.events import EVENT_TYPES
+from models.sequence_model import SequenceModel, SequenceModelConfig, gap_buckets
+from models.sequence_training import (
+    CheckpointError,
+    SequenceScorer,
+    TrainConfig,
+    evaluate_leave_one_out,
+    leave_one_out_split,
+    load_checkpoint,
+    temporal_split,
+    train_sequence_model,
+    training_windows,
+)
+from models.streaming import Interaction
+
+N_ITEMS = 40
+SMALL = {"max_len": 8, "hidden": 32, "layers": 1, "heads": 2, "inner": 64, "dropout": 0.1}
+SMALL.update(attn_dropout=0.1)
+
+
+def successor_data(n_users: int = 80, length: int = 12, seed: int = 0) -> list[Interaction]:
+    """Each user walks the items in a cycle: item k is always followed by item k+1."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for user in range(n_users):
+        start, t0 = int(rng.integers(N_ITEMS)), 1e9 + float(rng.integers(10**6))
+        for step in range(length):
+            out.append(
+                Interaction(
+                    user_id=f"u{user}",
+                    item_id=f"i{(start + step) % N_ITEMS}",
+                    timestamp=t0 + 60.0 * step,
+                    event_type=EVENT_TYPES[step % 3],
+                )
+            )
+    rng.shuffle(out)  # the split must restore time order itself
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: a second thread only adds synchronisation, badly so on busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread):
+    """(metrics, scorer) of a small model trained on the successor data."""
+    data = successor_data()
+    split = leave_one_out_split(data)
+    metrics, result = evaluate_leave_one_out(
+        data, SMALL, TrainConfig(epochs=25, patience=25, batch_size=64, lr=5e-3, progress=False)
+    )
+    return metrics, SequenceScorer(result.model, split.item_ids, version="test/1")
+
+
+def test_shapes_and_causality():
+    torch.manual_seed(0)
+    model = SequenceModel(SequenceModelConfig(n_items=N_ITEMS, **SMALL)).eval()
+    items = torch.randint(1, N_ITEMS + 1, (3, 8))  # [B L]
+    items[0, :3] = 0  # left padding
+    types, gaps = torch.ones_like(items), torch.full_like(items, 2)
+    hidden = model(items, types, gaps)
+    assert hidden.shape == (3, 8, 32)
+    assert model.scores(hidden).shape == (3, 8, N_ITEMS)
+    changed = items.clone()
+    changed[:, 5] = changed[:, 5] % N_ITEMS + 1
+    after = model(changed, types, gaps)
+    torch.testing.assert_close(after[:, :5], hidden[:, :5])
+    assert not torch.allclose(after[:, 5:], hidden[:, 5:])
+    # Real positions never look at padding, so the amount of padding does not matter.
+    short = model(items[:1, 3:], types[:1, 3:], gaps[:1, 3:])
+    torch.testing.assert_close(short[0, -1], hidden[0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_gap_buckets():
+    buckets = gap_buckets(np.array([np.nan, 0.0, 1.0, 3.0, -5.0, 1e12]), 32)
+    assert buckets.tolist() == [1, 2, 3, 4, 2, 31]
+
+
+def test_windows_cover_every_target_once():
+    split = leave_one_out_split(successor_data(n_users=5, length=30))
+    config = SequenceModelConfig(n_items=N_ITEMS, max_len=8)
+    for rng, min_context in ((None, 0), (np.random.default_rng(3), 0), (None, 5)):
+        items, _, _, targets = training_windows(split.train, config, rng, min_context)
+        assert items.shape == targets.shape and items.shape[1] == 8
+        assert (targets > 0).sum() == sum(len(s) - 1 for s in split.train)
+        # Each target is the item after its input position: k -> k+1 in this data.
+        has = targets > 0
+        ids = np.array(split.item_ids)
+        nxt = [int(i[1:]) for i in ids[targets[has] - 1]]
+        prev = [int(i[1:]) for i in ids[items[has] - 1]]
+        assert all((p + 1) % N_ITEMS == n for p, n in zip(prev, nxt, strict=True))
+
+
+def test_splits_keep_test_out_of_training():
+    data = successor_data(n_users=10, length=10)
+    loo = leave_one_out_split(data)
+    assert all(len(s) == 8 for s in loo.train)
+    assert [c.end for c in loo.valid] == [8] * 10 and [c.end for c in loo.test] == [9] * 10
+    temporal = temporal_split(data)
+    assert sum(len(s) for s in temporal.train) == int(int(len(data) * 0.8) * 0.9)
+    assert len(temporal.test) > 0 and len(temporal.valid) > 0
+
+
+def test_learns_a_sequential_pattern(trained):
+    metrics, _ = trained
+    # Random ranking of 40 items gives NDCG@10 ≈ 0.11; the successor is deterministic.
+    assert metrics["ndcg@10"] > 0.6
+    assert metrics["recall@10"] > 0.8
+    assert metrics["ndcg@10_exclude_history"] >= metrics["ndcg@10"] - 1e-9
+
+
+def test_training_is_deterministic():
+    data = successor_data(n_users=20)
+    config = TrainConfig(epochs=2, batch_size=16, progress=False, seed=7)
+    first, a = evaluate_leave_one_out(data, SMALL, config)
+    second, b = evaluate_leave_one_out(data, SMALL, config)
+    for name, tensor in a.model.state_dict().items():
+        assert torch.equal(tensor, b.model.state_dict()[name])
+    assert first["ndcg@10"] == second["ndcg@10"]
+
+
+def test_checkpoint_round_trip(trained, tmp_path):
+    _, scorer = trained
+    version = scorer.save_checkpoint(tmp_path / "ckpt")
+    loaded = SequenceScorer.load_checkpoint(tmp_path / "ckpt")
+    assert loaded.version == version and loaded.item_ids == scorer.item_ids
+    seqs = [[("i1", "view", 1.0), ("i2", "click", 70.0)], [("i7", "purchase", 5.0)]]
+    np.testing.assert_array_equal(loaded.score_sequences(seqs), scorer.score_sequences(seqs))
+    manifest = json.loads((tmp_path / "ckpt" / "manifest.json").read_text())
+    assert set(manifest["sha256"]) == {
+        "model.safetensors",
+        "config.json",
+        "item_index.json",
+        "version",
+    }
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "item_index.json", "config.json"])
+def test_tampered_checkpoint_is_refused(trained, tmp_path, name):
+    _, scorer = trained
+    scorer.save_checkpoint(tmp_path)
+    path = tmp_path / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(tmp_path)
+
+
+def test_incomplete_checkpoint_is_refused(trained, tmp_path):
+    _, scorer = trained
+    scorer.save_checkpoint(tmp_path)
+    (tmp_path / "version").unlink()
+    with pytest.raises(CheckpointError, match="missing version"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="manifest"):
+        load_checkpoint(tmp_path)
+
+
+def test_batched_scoring_equals_one_by_one(trained):
+    _, scorer = trained
+    seqs = [
+        [("i3", "view", 10.0), ("i4", "view", 20.0), ("i5", "click", 4000.0)],
+        [("i9", "rating", 1.0)],
+        [(f"i{k % N_ITEMS}", "view", 60.0 * k) for k in range(30)],  # longer than max_len
+        [("unknown", "view", 1.0), ("i3", "view", 10.0), ("i4", "view", 20.0)],
+        [("unknown", "view", 1.0)],
+    ]
+    batched = scorer.score_sequences(seqs)
+    assert batched.shape == (5, N_ITEMS) and batched.dtype == np.float32
+    for row, seq in enumerate(seqs):
+        np.testing.assert_allclose(batched[row], scorer.score_sequences([seq])[0], atol=1e-5)
+    # Unknown ids are dropped; a sequence with nothing known scores zero everywhere.
+    np.testing.assert_allclose(batched[3], scorer.score_sequences([seqs[3][1:]])[0], atol=1e-5)
+    assert not batched[4].any()
+    columns = {item: col for col, item in enumerate(scorer.item_ids)}
+    assert columns["i6"] == int(np.argmax(batched[0]))  # learned: i5 -> i6
+
+
+def test_fine_tune_changes_model_and_reduces_loss(trained):
+    _, trained_scorer = trained
+    model = SequenceModel(trained_scorer.model.config)
+    model.load_state_dict(trained_scorer.model.state_dict())
+    scorer = SequenceScorer(model, trained_scorer.item_ids, seed=1)
+    # A new habit: item k is now followed by k+2.
+    recent = [
+        [(f"i{(s + 2 * k) % N_ITEMS}", "view", 100.0 * k) for k in range(10)] for s in range(20)
+    ]
+    before_loss = scorer.loss(recent)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = scorer.fine_tune(recent, steps=15, lr=5e-3)
+    assert len(losses) == 15
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert scorer.loss(recent) < 0.8 * before_loss
+    assert not model.training
+    interactions = [
+        Interaction("u", item, ts, kind) for item, kind, ts in recent[0]
+    ]  # interactions are accepted too
+    assert len(scorer.fine_tune(interactions, steps=2)) == 2
+
+
+def test_train_command_writes_checkpoint_and_json(tmp_path):
+    from stream_app.train_command import train
+
+    path = tmp_path / "events.jsonl"
+    with path.open("w") as handle:
+        for it in sorted(successor_data(n_users=20, length=8), key=lambda it: it.timestamp):
+            event = {
+                "event_id": f"e{it.user_id}-{it.timestamp}",
+                "user_id": it.user_id,
+                "item_id": it.item_id,
+                "event_type": it.event_type,
+                "timestamp": it.timestamp,
+            }
+            handle.write(json.dumps(event) + "\n")
+    args = [str(path), "--out", str(tmp_path / "ckpt"), "--json", str(tmp_path / "r.json")]
+    args += ["--epochs", "2", "--max-len", "8", "--hidden", "16", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(train, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    scores = report["results"]["sasrec_transformer"]
+    assert report["dataset"] == "events" and 0.0 <= scores["ndcg@10"] <= 1.0
+    assert {"recall@10_exclude_history", "best_epoch", "train_seconds"} <= set(scores)
+    assert SequenceScorer.load_checkpoint(tmp_path / "ckpt").max_len == 8
+
+
+def test_train_sequence_model_returns_a_scorer():
+    data = successor_data(n_users=20, length=8)
+    scorer = train_sequence_model(data, epochs=2, model_options=SMALL, progress=False)
+    assert sorted(scorer.item_ids) == sorted({it.item_id for it in data})
+    assert scorer.version.startswith("sasrec_transformer/") and scorer.max_len == 8
+    assert scorer.score_sequences([[("i1", "view", 0.0)]]).shape == (1, len(scorer.item_ids))
