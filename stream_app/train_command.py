@@ -32,7 +32,7 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--epochs", type=int, default=200, show_default=True, help="Most epochs")
 @click.option("--patience", type=int, default=10, show_default=True, help="Early stopping")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per step")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=2020, show_default=True)
 @click.option("--max-len", type=int, default=50, show_default=True)
@@ -101,3 +101,7 @@ def train(
     click.echo(f"checkpoint {report['checkpoint']} ({report['version']})")
     if json_path:
         click.echo(f"results written to {json_path}")
+
+
+if __name__ == "__main__":
+    train()
