@@ -28,7 +28,7 @@ FIRST_EVENT_BUCKET = 1  # gap bucket of an action with no earlier one in view
 class SequenceModelConfig:
     """Hyperparameters. Defaults follow RecBole's SASRec (post-LN, dropout 0.5, GELU); the
     event-type and gap embeddings are additions (neutral on ML-100K validation, where every
-    event is a rating; they carry signal where actions differ).
+    event is a rating; they can only matter where actions differ).
 
     n_items: vocabulary size (ids ``1..n_items``; 0 is padding).
     max_len: positions the model sees; longer histories keep their most recent actions.
