@@ -19,7 +19,6 @@ import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -700,43 +699,9 @@ class SequenceScorer:
 # --------------------------------------------------------------------------- command
 
 
-def _epoch_seconds(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    try:
-        return float(text)
-    except ValueError:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
-
-
-def interactions_from_events(events: Iterable[Mapping[str, Any]]) -> tuple[list[Interaction], int]:
-    """BehaviorEvent dicts as :class:`Interaction`; returns (kept, number skipped as invalid)."""
-    kept, skipped = [], 0
-    for event in events:
-        try:
-            value = event.get("value")
-            interaction = Interaction(
-                user_id=str(event["user_id"]),
-                item_id=str(event["item_id"]),
-                timestamp=_epoch_seconds(event["timestamp"]),
-                event_type=str(event.get("event_type", "view")),
-                value=None if value is None else float(value),
-                event_id=str(event.get("event_id", "")),
-            )
-        except (KeyError, TypeError, ValueError):
-            skipped += 1
-            continue
-        if interaction.event_type not in EVENT_CODE or not np.isfinite(interaction.timestamp):
-            skipped += 1
-            continue
-        kept.append(interaction)
-    return kept, skipped
-
-
 def run_train(
-    path: str | Path,
+    interactions: Sequence[Interaction],
+    dataset: str,
     out: str | Path | None = None,
     eval_mode: str = "loo",
     json_path: str | Path | None = None,
@@ -755,19 +720,16 @@ def run_train(
 ) -> dict[str, Any]:
     """Train on a data set, evaluate with ``eval_mode``, write the checkpoint and JSON report.
 
-    ``path`` is a RecBole ``.inter`` file or JSON-lines of BehaviorEvent objects.
+    ``interactions`` come validated from the caller (``streamrec train`` loads them with the
+    evaluator's loader); ``dataset`` names them in the report.
     ``eval_mode``: ``loo`` (leave-one-out) or ``temporal`` (see :func:`temporal_split`).
     The checkpoint holds the weights chosen on validation (trained without the held-out
     interactions).
     """
-    from stream_app.replay import load_dataset  # plain file reading; no Faust
-
     if eval_mode not in ("loo", "temporal"):
         raise ValueError(f"eval_mode must be 'loo' or 'temporal', not {eval_mode!r}")
-    events, _ = load_dataset(Path(path))
-    interactions, skipped = interactions_from_events(events)
     if not interactions:
-        raise ValueError(f"{path}: no usable interactions")
+        raise ValueError(f"{dataset}: no usable interactions")
     split = (
         leave_one_out_split(interactions) if eval_mode == "loo" else temporal_split(interactions)
     )
@@ -790,7 +752,7 @@ def run_train(
     )
     metrics, result = train_and_evaluate(split, model_options, train_config)
     report: dict[str, Any] = {
-        "dataset": Path(path).stem,
+        "dataset": dataset,
         "protocol": split.protocol,
         "results": {MODEL_NAME: {name: metrics[name] for name in METRICS}},
     }
@@ -803,7 +765,7 @@ def run_train(
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
-    extra = {"skipped_events": skipped, "interactions": len(interactions)}
+    extra: dict[str, Any] = {"interactions": len(interactions)}
     if out is not None:
         extra["checkpoint"] = str(out)
         extra["version"] = save_checkpoint(out, result.model, split.item_ids)

@@ -163,7 +163,13 @@ def parse_event(
     raw: bytes | str, policy: ValidationPolicy = DEFAULT_POLICY, now: float | None = None
 ) -> BehaviorEvent:
     """Validate one behaviour-event message; raise :class:`InvalidInput` if refused."""
-    doc = _load_object(raw, policy)
+    return event_from_doc(_load_object(raw, policy), policy, now)
+
+
+def event_from_doc(
+    doc: dict[str, Any], policy: ValidationPolicy = DEFAULT_POLICY, now: float | None = None
+) -> BehaviorEvent:
+    """Validate an already-decoded event object (e.g. a dataset row)."""
     _check_unknown(doc, EVENT_FIELDS, policy)
     event_type = _require(doc, "event_type")
     if not isinstance(event_type, str):

@@ -30,17 +30,17 @@ SYSTEMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def to_interactions(events: list[dict[str, Any]]) -> list[Interaction]:
-    """Dataset rows → Interactions, in time order with ties in file order."""
-    from schemas import InvalidInput, parse_event
-    from schemas.validation import ValidationPolicy
+def load_interactions(path: Path) -> tuple[list[Interaction], list[dict[str, Any]]]:
+    """A data set's events as validated, time-ordered Interactions, and its catalog."""
+    from schemas.validation import InvalidInput, ValidationPolicy, event_from_doc
 
+    events, catalog = load_dataset(path)
     # Replays of old data: no "future" cut-off relative to the wall clock.
     policy = ValidationPolicy(max_future_skew_s=float("inf"), max_bytes=1 << 20)
     out, refused = [], 0
     for event in events:
         try:
-            e = parse_event(json.dumps(event), policy)
+            e = event_from_doc(event, policy)
         except InvalidInput:
             refused += 1
             continue
@@ -49,7 +49,7 @@ def to_interactions(events: list[dict[str, Any]]) -> list[Interaction]:
         )
     if refused:
         log.warning("%d events refused by validation and left out", refused)
-    return time_ordered(out)
+    return time_ordered(out), catalog
 
 
 def build_baseline(name: str, seed: int):
@@ -117,8 +117,7 @@ def evaluate(
     unknown = set(names) - set(SYSTEMS) - set(BASELINES)
     if unknown:
         raise click.UsageError(f"unknown methods {sorted(unknown)}")
-    events, catalog = load_dataset(path)
-    interactions = to_interactions(events)
+    interactions, catalog = load_interactions(path)
     n_warm = int(len(interactions) * warmup)
     click.echo(
         f"{path.name}: {len(interactions)} interactions, {len(catalog)} catalog items; "

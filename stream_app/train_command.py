@@ -69,12 +69,14 @@ def train(
     import torch
 
     from models.sequence_training import MODEL_NAME, resolve_device, run_train
+    from stream_app.evaluate_command import load_interactions
 
     if threads:
         torch.set_num_threads(threads)
     try:
         report = run_train(
-            path,
+            load_interactions(Path(path))[0],
+            Path(path).stem,
             out=out,
             eval_mode=eval_mode,
             json_path=json_path,
