@@ -1,9 +1,18 @@
 """Per-user state kept in the worker's table: small, JSON-serialisable, idempotent.
 
 Delivery from Kafka is at-least-once, so applying an event must be idempotent:
-an event is skipped when its (partition, offset) is not past the last one
-applied for this user (a replay after a crash), or when its id is among the
-user's recent event ids (a producer retry written twice).
+an event is skipped when its id is among the user's recent event ids (a producer
+retry written twice), or when its record is not past the last one applied for
+this user (a replay after a crash): same partition, offset not greater, and a
+record timestamp not newer.
+
+The timestamp is what tells a replay from a new log. Offsets only order records
+within one incarnation of a partition's log; a broker that lost its data (the
+memory-only embedded broker after a restart) or a re-created topic starts again
+at offset 0. Records of that new log carry timestamps newer than the last record
+applied, so they are applied; replayed records of the old log are not newer, so
+they are skipped. (A producer whose clock runs behind by more than the gap
+between the two logs would see its first events after such a reset skipped.)
 """
 
 from __future__ import annotations
@@ -32,16 +41,24 @@ class UserProfile:
     times: list[float] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     recent_ids: list[str] = field(default_factory=list)
-    last_source: tuple[int, int] | None = None  # (partition, offset) last applied
+    # (partition, offset[, record timestamp ms]) of the last record applied
+    last_source: tuple[int, ...] | None = None
     long_term: str | None = None  # packed BERT vector of the rendered history
     long_term_at: int = 0  # events_applied when long_term was computed
 
-    def is_duplicate(self, event_id: str, source: tuple[int, int] | None) -> bool:
-        if source is not None and self.last_source is not None:
-            partition, offset = source
-            if partition == self.last_source[0] and offset <= self.last_source[1]:
-                return True
-        return event_fingerprint(event_id) in self.recent_ids
+    def is_duplicate(self, event_id: str, source: tuple[int, ...] | None) -> bool:
+        """Already applied: a recent event id, or a record not past the last one applied.
+
+        ``source`` is ``(partition, offset)`` or ``(partition, offset, timestamp_ms)``.
+        """
+        if event_fingerprint(event_id) in self.recent_ids:
+            return True
+        last = self.last_source
+        if source is None or last is None or source[0] != last[0] or source[1] > last[1]:
+            return False
+        if len(source) > 2 and len(last) > 2 and source[2] > last[2]:
+            return False  # a newer record at an old offset: the log was reset, not replayed
+        return True
 
     def record(
         self,
@@ -50,7 +67,7 @@ class UserProfile:
         event_type: str,
         timestamp: float,
         weight: float,
-        source: tuple[int, int] | None,
+        source: tuple[int, ...] | None,
         history_len: int,
         dedup_window: int,
     ) -> None:
@@ -107,7 +124,7 @@ class UserProfile:
             times=list(data["ts"]),
             weights=list(data["w"]),
             recent_ids=list(data["r"]),
-            last_source=(int(source[0]), int(source[1])) if source else None,
+            last_source=tuple(int(part) for part in source) if source else None,
             long_term=data.get("lt"),
             long_term_at=data.get("la", 0),
         )

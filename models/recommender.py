@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from models.events import DEFAULT_EVENT_WEIGHTS, PAST_TENSE, event_weight
-from models.fusion import SIGNALS, FusionGate, activity_bucket, standardize
+from models.fusion import SIGNALS, FusionGate, StandardizedSignals, activity_bucket
 from models.item_index import ItemIndex
 from models.long_term import LongTermInterest, unpack_vector
 from models.popularity import DecayedPopularity
@@ -71,6 +71,7 @@ class RecommenderConfig:
     dedup_window: int = 32
     signals: tuple[str, ...] = SIGNALS
     learn_gate: bool = True
+    gate_users_per_batch: int = 64  # users the gate learns from per micro-batch
 
 
 class Recommender:
@@ -95,7 +96,8 @@ class Recommender:
         self.sequence: SequenceModel | None = None
         self._sequence_cols = np.zeros(0, dtype=np.int64)
         self._last_key: tuple | None = None
-        self._last_z: tuple[np.ndarray, np.ndarray] | None = None
+        self._last_signals: StandardizedSignals | None = None
+        self._rng = np.random.default_rng(0)
         if sequence is not None:
             self.attach_sequence(sequence)
 
@@ -153,10 +155,21 @@ class Recommender:
         """Before applying events: teach the gate that each user's next item should win."""
         if not self.config.learn_gate or not profiles:
             return
-        z, buckets = self._standardized(profiles, reuse=True)
-        positives = np.array([self.items.row_of.get(i, -1) for i in item_ids])
-        consumed = [[self.items.row_of[i] for i in p.items] for p in profiles]
-        self.gate.learn(z, buckets, positives, consumed)
+        sample = np.arange(len(profiles))
+        if len(profiles) > self.config.gate_users_per_batch:
+            # An unbiased subset is enough for SGD and bounds the cost per batch.
+            sample = np.sort(
+                self._rng.choice(len(profiles), self.config.gate_users_per_batch, replace=False)
+            )
+        cached = self._cached_signals(profiles)
+        if cached is not None:
+            signals = cached.rows(sample)
+        else:
+            signals = self._standardized([profiles[b] for b in sample])
+        positives = np.array([self.items.row_of.get(item_ids[b], -1) for b in sample])
+        consumed = [[self.items.row_of[i] for i in profiles[b].items] for b in sample]
+        self.gate.learn(signals, positives, consumed)
+        self._last_key = self._last_signals = None  # [S B N] floats: not kept longer
 
     def refresh_long_term(self, profiles: Sequence[UserProfile], force: bool = False) -> int:
         """The periodic merge: re-embed stale long-term histories in one batch."""
@@ -220,9 +233,8 @@ class Recommender:
 
     def _sequence_scores(self, profiles: Sequence[UserProfile]) -> np.ndarray:
         n_items = len(self.items)
-        out = np.zeros((len(profiles), n_items), dtype=np.float32)
         if self.sequence is None:
-            return out
+            return np.zeros((len(profiles), n_items), dtype=np.float32)
         if self._sequence_cols.shape[0] < n_items:  # map rows added since last call
             new = [
                 self._sequence_index.get(item_id, -1)
@@ -241,34 +253,37 @@ class Recommender:
             )
             for p in profiles
         ]
-        model_scores = np.asarray(self.sequence.score_sequences(seqs), dtype=np.float32)
-        known = self._sequence_cols >= 0
-        out[:, known] = model_scores[:, self._sequence_cols[known]]
-        if not known.all():  # items the model never saw: neutral, not last
-            out[:, ~known] = out[:, known].mean(axis=1, keepdims=True) if known.any() else 0.0
-        return out
+        # Items the model never saw (column -1) get the row's mean: neutral, not last.
+        return self.sequence.score_sequences(seqs, columns=self._sequence_cols[:n_items])
+
+    @staticmethod
+    def _state_key(profiles: Sequence[UserProfile], n_items: int) -> tuple:
+        return (*((p.user_id, p.events_applied) for p in profiles), n_items)
+
+    def _cached_signals(self, profiles: Sequence[UserProfile]) -> StandardizedSignals | None:
+        """The last signals computed, if for the same users in the same state (a batch is
+        scored, then the gate learns from the same batch)."""
+        if self._last_key == self._state_key(profiles, len(self.items)):
+            return self._last_signals
+        return None
 
     def _standardized(
-        self, profiles: Sequence[UserProfile], reuse: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``[S B N]`` z-scores and activity buckets.
-
-        With ``reuse``, the last result is returned when it was computed for the
-        same users in the same state (scoring then gate learning on one batch).
-        """
-        key = tuple((p.user_id, p.events_applied) for p in profiles) + (len(self.items),)
-        if reuse and self._last_key == key:
-            return self._last_z
+        self, profiles: Sequence[UserProfile], remember: bool = False
+    ) -> StandardizedSignals:
         raw = self.signals(profiles)
-        z = np.stack([standardize(raw[s]) for s in self.gate.signals])  # [S B N]
         buckets = np.array([activity_bucket(p.events_applied) for p in profiles])
-        self._last_key, self._last_z = key, (z, buckets)
-        return z, buckets
+        signals = StandardizedSignals([raw[s] for s in self.gate.signals], buckets)
+        if remember:
+            self._last_key = self._state_key(profiles, len(self.items))
+            self._last_signals = signals
+        return signals
 
     def scores(self, profiles: Sequence[UserProfile]) -> np.ndarray:
-        """Fused ``[B, N]`` scores over all items (no exclusion)."""
-        z, buckets = self._standardized(profiles)
-        return self.gate.blend(z, buckets)
+        """Fused ``[B, N]`` scores over all items (no exclusion).
+
+        The signals are kept until the gate learns from the same batch (evaluator).
+        """
+        return self.gate.blend(self._standardized(profiles, remember=True))
 
     def predict_one(self, profile: UserProfile, item_id: str) -> float:
         """Fused score of one item for one user (same formula as ``recommend``)."""
@@ -283,8 +298,8 @@ class Recommender:
         k = k or self.config.top_k
         if not profiles or len(self.items) == 0:
             return [[] for _ in profiles]
-        z, buckets = self._standardized(profiles)
-        fused = self.gate.blend(z, buckets)
+        signals = self._standardized(profiles)
+        fused = self.gate.blend(signals)
         if self.items.retired:
             fused[:, list(self.items.retired)] = -np.inf
         if self.config.exclude_consumed:
@@ -296,24 +311,33 @@ class Recommender:
         for b, profile in enumerate(profiles):
             order = top[b][np.argsort(-fused[b, top[b]], kind="stable")]
             order = order[np.isfinite(fused[b, order])]
-            weights = self.gate.weights[buckets[b]]
-            contributions = weights[:, None] * z[:, b, order]  # [S K]
+            weights = self.gate.weights[signals.buckets[b]]
+            contributions = weights[:, None] * signals.z(b, order)  # [S K]
+            leading = contributions.argmax(axis=0)
+            positive = contributions.max(axis=0) > 0
+            memo: dict[str, object] = {}  # per-user work shared by this user's reasons
             results.append(
                 [
                     ScoredItem(
                         self.items.ids[row],
                         round(float(fused[b, row]), 6),
-                        self._reason(profile, int(row), contributions[:, col]),
+                        self._reason(
+                            profile,
+                            int(row),
+                            self.gate.signals[leading[col]] if positive[col] else None,
+                            memo,
+                        ),
                     )
                     for col, row in enumerate(order)
                 ]
             )
         return results
 
-    def _reason(self, profile: UserProfile, row: int, contributions: np.ndarray) -> str:
-        """Explain an item by the signal that contributed most to its score."""
-        signal = self.gate.signals[int(np.argmax(contributions))]
-        if not profile.items or contributions.max() <= 0 or signal == "popularity":
+    def _reason(
+        self, profile: UserProfile, row: int, signal: str | None, memo: dict[str, object]
+    ) -> str:
+        """Explain an item by ``signal``, the one that contributed most to its score."""
+        if not profile.items or signal is None or signal == "popularity":
             return "popular now"
         if signal == "transitions":
             best, best_count = None, 0.0
@@ -327,13 +351,18 @@ class Recommender:
         if signal == "sequence":
             return self._action_reason("next in your sequence after", profile, -1)
         if signal == "short_term":
-            rows, weights = self._recent(profile, self.config.interest_window)
-            similarity = (weights[:, None] * self.items.features[rows]) @ self.items.features[row]
-            position = len(profile.items) - len(rows) + int(np.argmax(similarity))
+            if "recent" not in memo:
+                rows, weights = self._recent(profile, self.config.interest_window)
+                memo["recent"] = (len(rows), weights[:, None] * self.items.features[rows])
+            n_recent, weighted = memo["recent"]  # type: ignore[misc]
+            similarity = weighted @ self.items.features[row]
+            position = len(profile.items) - n_recent + int(np.argmax(similarity))
             return self._action_reason("similar to", profile, position)
-        themes = Counter(
-            c for i in profile.items for c in self.items.categories[self.items.row_of[i]]
-        ).most_common(2)
+        if "themes" not in memo:
+            memo["themes"] = Counter(
+                c for i in profile.items for c in self.items.categories[self.items.row_of[i]]
+            ).most_common(2)
+        themes = memo["themes"]
         if themes:
             return "matches your long-term taste for " + " & ".join(t for t, _ in themes)
         return "matches your long-term taste"

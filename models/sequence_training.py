@@ -598,6 +598,7 @@ class SequenceScorer:
         self._row_of = {item: row for row, item in enumerate(self._item_ids, start=1)}
         self._rng = np.random.default_rng(seed)
         self._optimizer: torch.optim.Adam | None = None
+        self._aligned: tuple[tuple[int, int], torch.Tensor] | None = None
 
     @classmethod
     def load_checkpoint(cls, directory: str | Path, device: str = "cpu") -> SequenceScorer:
@@ -630,20 +631,55 @@ class SequenceScorer:
         )
 
     @torch.no_grad()
-    def score_sequences(self, sequences: Sequence[Sequence[SequenceEvent]]) -> np.ndarray:
-        """``[B, n_items]`` float32 scores, one forward pass for the whole batch.
+    def score_sequences(
+        self,
+        sequences: Sequence[Sequence[SequenceEvent]],
+        columns: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``[B, n_items]`` float32 scores (or ``[B, len(columns)]``), batched forward passes.
 
+        Sequences are run in length-sorted chunks, each padded only to its longest
+        sequence: a stream of mostly short histories costs what they are, not max_len.
+        ``columns`` picks and orders the score columns (model item index; -1 gives the
+        row's mean), so callers get scores in their own item order without a gather.
         A sequence with no known item gets a row of zeros (no evidence either way).
         """
         self.model.eval()
         encoded = [self.encode(seq) for seq in sequences]
+        n_out = len(self._item_ids) if columns is None else len(columns)
+        out = np.zeros((len(encoded), n_out), dtype=np.float32)
         if not encoded:
-            return np.zeros((0, len(self._item_ids)), dtype=np.float32)
-        cases = [RankingCase(seq, len(seq)) for seq in encoded]
-        inputs = _tensors(_contexts(cases, self.model.config), self.device)
-        scores = self.model.scores(self.model(*inputs)[:, -1])  # [B n_items]
-        empty = torch.as_tensor([len(seq) == 0 for seq in encoded], device=self.device)
-        return scores.masked_fill(empty[:, None], 0.0).float().cpu().numpy()
+            return out
+        weights = self._output_weights(columns)  # [n_out H] or [known H]
+        known = None if columns is None else columns >= 0
+        lengths = np.array([len(seq) for seq in encoded])
+        order = np.argsort(lengths, kind="stable")
+        order = order[lengths[order] > 0]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            cases = [RankingCase(encoded[b], len(encoded[b])) for b in chunk]
+            inputs = _tensors(_trim_padding(_contexts(cases, self.model.config)), self.device)
+            hidden = self.model(*inputs, last_only=True)[:, -1]  # [C H]
+            scores = (hidden @ weights.T).float().cpu().numpy()  # [C known]
+            if known is None or known.all():
+                out[chunk] = scores
+            else:
+                rows = out[chunk]
+                rows[:, known] = scores
+                rows[:, ~known] = scores.mean(axis=1, keepdims=True) if scores.size else 0.0
+                out[chunk] = rows
+        return out
+
+    def _output_weights(self, columns: np.ndarray | None) -> torch.Tensor:
+        """Item embeddings in the caller's column order (cached while columns don't change)."""
+        table = self.model.item_emb.weight[1:]  # [n_items H]; row j is item id j+1
+        if columns is None:
+            return table
+        key = (columns.shape[0], hash(columns.tobytes()))
+        if self._aligned is None or self._aligned[0] != key:
+            index = torch.as_tensor(columns[columns >= 0], device=table.device)
+            self._aligned = (key, table.index_select(0, index).detach())
+        return self._aligned[1]
 
     def _sequences(
         self, data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]]
@@ -681,6 +717,7 @@ class SequenceScorer:
         for group in self._optimizer.param_groups:
             group["lr"] = lr
         losses = []
+        self._aligned = None  # the embeddings are about to change
         self.model.train()
         try:
             for _ in range(steps):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -18,44 +17,8 @@ from typing import Any
 
 import click
 
-from stream_app.settings import ConfigError, Settings, settings_to_env
-
-
-def settings_options(func: Callable) -> Callable:
-    """Flags shared by every command; each overrides its ``STREAMREC_*`` variable."""
-    options = [
-        click.option("--bootstrap", help="Kafka bootstrap servers [STREAMREC_KAFKA_BOOTSTRAP]"),
-        click.option("--partitions", type=int, help="Partitions per topic [STREAMREC_PARTITIONS]"),
-        click.option("--data-dir", help="Table store directory [STREAMREC_DATA_DIR]"),
-        click.option("--web-port", type=int, help="Worker HTTP port [STREAMREC_WEB_PORT]"),
-        click.option(
-            "--text-encoder",
-            help="bert | hashing | none | local HF model path [STREAMREC_TEXT_ENCODER]",
-        ),
-        click.option("--log-level", help="debug | info | warning [STREAMREC_LOG_LEVEL]"),
-    ]
-    for option in reversed(options):
-        func = option(func)
-
-    @functools.wraps(func)
-    def wrapper(**kwargs: Any) -> Any:
-        flag_names = (
-            "bootstrap",
-            "partitions",
-            "data_dir",
-            "web_port",
-            "text_encoder",
-            "log_level",
-        )
-        flags = {name: kwargs.pop(name) for name in flag_names}
-        flags["kafka_bootstrap"] = flags.pop("bootstrap")
-        try:
-            kwargs["settings"] = Settings.from_env(**flags)
-        except ConfigError as exc:
-            raise click.UsageError(str(exc)) from None
-        return func(**kwargs)
-
-    return wrapper
+from stream_app.cli_options import settings_options
+from stream_app.settings import Settings, settings_to_env
 
 
 @click.group()
@@ -204,7 +167,7 @@ def demo(
     stop = threading.Event()
     broker = EmbeddedBroker(port, log_path=workdir / "broker.log")
     worker_proc = None
-    click.echo(f"starting embedded broker (logs in {workdir}) ...", err=True)
+    click.echo(f"starting embedded broker on {broker.bootstrap} (logs in {workdir}) ...", err=True)
     broker.start()
     try:
         settings = settings.with_overrides(
@@ -223,7 +186,8 @@ def demo(
         )
         events, catalog = load_dataset(data) if data else (demo_events(), demo_catalog())
         click.echo(
-            f"worker started (pid {worker_proc.pid}, http://127.0.0.1:{settings.web_port}); "
+            f"worker started (pid {worker_proc.pid}); live dashboard: "
+            f"http://127.0.0.1:{settings.web_port}/dashboard (metrics: /metrics); "
             f"replaying {len(catalog)} items and {len(events)} events at {rate:g}/s",
             err=True,
         )
@@ -302,10 +266,14 @@ def embed(path: Path, out: Path, settings: Settings) -> None:
 
 
 def _register_subcommands() -> None:
+    from stream_app.bench_command import bench
     from stream_app.evaluate_command import evaluate
+    from stream_app.lag_command import lag
     from stream_app.train_command import train
 
+    main.add_command(bench)
     main.add_command(evaluate)
+    main.add_command(lag)
     main.add_command(train)
 
 

@@ -174,7 +174,7 @@ class Engine:
             return UserProfile(user_id)
 
     def apply(
-        self, profile: UserProfile, event: BehaviorEvent, source: tuple[int, int] | None
+        self, profile: UserProfile, event: BehaviorEvent, source: tuple[int, ...] | None
     ) -> bool:
         return self.recommender.learn_one(profile, event, source)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import BehaviorEvent, InvalidInput, ValidationPolicy, parse_catalog_item, parse_event
 from schemas.records import DeadLetter, Recommendation
+from stream_app import produce_gate, table_recovery
 from stream_app.engine import Engine, dead_letter
+from stream_app.metrics import (
+    WindowedHistogram,
+    batch_seconds_histogram,
+    batch_size_histogram,
+    latency_histogram,
+)
 from stream_app.settings import Settings
 from stream_app.web import register_views
 
@@ -41,9 +49,17 @@ class PipelineStats:
     rerouted: int = 0
     recommendations_out: int = 0
     catalog_items: int = 0
-    long_term_refreshes: int = 0
+    long_term_refreshes: int = 0  # users re-embedded
+    long_term_refresh_runs: int = 0
+    last_long_term_refresh_at: float | None = None
+    sequence_finetunes: int = 0
+    last_sequence_finetune_at: float | None = None
     ranking_errors: int = 0
     dead_letters: Counter = field(default_factory=Counter)
+    # Observed once per micro-batch (all of a batch's values at once); see stream_app.metrics.
+    batch_sizes: WindowedHistogram = field(default_factory=batch_size_histogram)
+    batch_seconds: WindowedHistogram = field(default_factory=batch_seconds_histogram)
+    end_to_end_seconds: WindowedHistogram = field(default_factory=latency_histogram)
 
 
 @dataclass
@@ -59,6 +75,13 @@ class Pipeline:
     agents: dict[str, Any]
 
 
+def record_source(message: Any) -> tuple[int, ...]:
+    """Where a record sits: (partition, offset, timestamp ms); see models/profile.py."""
+    if message.timestamp:
+        return (message.partition, message.offset, round(message.timestamp * 1000))
+    return (message.partition, message.offset)
+
+
 def validation_policy(settings: Settings) -> ValidationPolicy:
     return ValidationPolicy(
         max_bytes=settings.max_message_bytes,
@@ -71,6 +94,8 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
     """Declare topics, the profile table, the agents and the catalog follower on ``app``."""
     stats = PipelineStats()
     policy = validation_policy(settings)
+    table_recovery.install(app, settings)  # before the table: see stream_app/table_recovery.py
+    follower = CatalogFollower(settings, engine, policy, stats)
     partitions = settings.partitions
     events_topic = app.topic(
         settings.topic_events, key_serializer="raw", value_serializer="raw", partitions=partitions
@@ -105,8 +130,13 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
 
     @app.agent(events_topic, name="process-events")
     async def process_events(stream: faust.StreamT) -> None:
+        # Ranking against a half-read catalog would serve poor lists; the backlog waits.
+        await follower.wait_caught_up(settings.catalog_wait_s)
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+            started = time.perf_counter()
             await _process_batch(batch, stream)
+            stats.batch_seconds.observe(time.perf_counter() - started)
+            stats.batch_sizes.observe(len(batch))
 
     async def _process_batch(batch: Sequence[faust.EventT], stream: faust.StreamT) -> None:
         by_user: dict[str, list[tuple[BehaviorEvent, faust.EventT]]] = {}
@@ -128,6 +158,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
             by_user.setdefault(record.user_id, []).append((record, event))
 
         touched, triggers = [], []
+        kafka_times: list[float] = []  # of the events behind this batch's recommendations
         loaded = {}
         for user_id, user_events in by_user.items():
             stream._set_current_event(user_events[-1][1])
@@ -147,7 +178,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 engine.merge_long_term(profile)
                 changed: str | None = None
                 for record, event in user_events:
-                    source = (event.message.partition, event.message.offset)
+                    source = record_source(event.message)
                     if engine.apply(profile, record, source):
                         changed = record.event_id  # the latest applied event triggers
                         stats.events_applied += 1
@@ -158,6 +189,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                     profiles[user_id] = profile.to_dict()
                     touched.append(profile)
                     triggers.append(changed)
+                    kafka_times.extend(event.message.timestamp for _, event in user_events)
             except Exception as exc:  # noqa: BLE001 - input must never kill the worker
                 log.exception("processing failed for user %s", user_id)
                 for _, event in user_events:
@@ -172,6 +204,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
             for recommendation in recommendations:
                 await recommendations_topic.send(key=recommendation.user_id, value=recommendation)
             stats.recommendations_out += len(touched)
+            stats.end_to_end_seconds.observe_ages(kafka_times)
 
     @app.agent(catalog_topic, name="validate-catalog")
     async def validate_catalog(stream: faust.StreamT) -> None:
@@ -183,11 +216,15 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
             except InvalidInput as exc:
                 await send_dead_letter(event.message, exc.kind, exc.message)
 
-    follower = CatalogFollower(settings, engine, policy, stats)
-
     @app.task
     async def follow_catalog() -> None:
         await follower.run()
+
+    @app.task
+    async def hold_sends_for_fresh_metadata() -> None:
+        """Broker restarts: no retried write may re-create a topic (stream_app/produce_gate.py)."""
+        if not produce_gate.hold_faust_sends(app):
+            log.warning("producer sends are not held for fresh metadata after reconnects")
 
     @app.timer(settings.long_term_interval_s)
     async def periodic_long_term_merge() -> None:
@@ -199,6 +236,8 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         loop = asyncio.get_running_loop()
         merged = await loop.run_in_executor(None, engine.refresh_long_term, snapshot)
         stats.long_term_refreshes += merged
+        stats.long_term_refresh_runs += 1
+        stats.last_long_term_refresh_at = time.time()
 
     if settings.sequence_finetune_interval_s > 0:
 
@@ -208,6 +247,8 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
             tuned = await loop.run_in_executor(None, engine.fine_tuned_sequence_model)
             if tuned is not None:
                 engine.recommender.attach_sequence(tuned)
+                stats.sequence_finetunes += 1
+                stats.last_sequence_finetune_at = time.time()
                 log.info("sequence model fine-tuned: %s", tuned.version)
 
     pipeline = Pipeline(
@@ -236,6 +277,13 @@ class CatalogFollower:
         self.policy = policy
         self.stats = stats
         self.caught_up = False  # read the catalog up to the high watermark at least once
+        self._caught_up = asyncio.Event()
+
+    async def wait_caught_up(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._caught_up.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("catalog not read after %.0fs; processing events anyway", timeout_s)
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -279,6 +327,7 @@ class CatalogFollower:
                     )
                 if not self.caught_up and await self._at_high_watermark(consumer):
                     self.caught_up = True
+                    self._caught_up.set()
                     log.info("catalog: caught up")
         finally:
             await consumer.stop()

@@ -91,10 +91,13 @@ class Settings:
     # processing
     batch_size: int = 500
     batch_wait_s: float = 0.05
+    commit_interval_s: float = 2.8  # how often consumed offsets are committed
+    catalog_wait_s: float = 120.0  # at start, hold events until the catalog is read
     top_k: int = 10
     # models
     text_encoder: str = "bert"  # bert | hashing | none | /path/to/local/hf/model
     device: str = "auto"  # auto | cpu | cuda
+    compute_threads: int = 1  # torch/BLAS threads per worker; 0: library defaults
     history_len: int = 100
     interest_window: int = 50
     interest_half_life_s: float = 7 * 86_400.0
@@ -115,6 +118,7 @@ class Settings:
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 3.0
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one JSON object per line, for log shippers)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
@@ -151,6 +155,8 @@ class Settings:
             raise ConfigError("partitions, batch_size and top_k must be >= 1")
         if self.unknown_fields not in ("ignore", "reject"):
             raise ConfigError("STREAMREC_UNKNOWN_FIELDS must be 'ignore' or 'reject'")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("STREAMREC_LOG_FORMAT must be 'text' or 'json'")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError("STREAMREC_DEVICE must be auto, cpu or cuda[:N]")
         self.security.validate()

@@ -16,7 +16,11 @@ NOW_TS = 1_700_000_000.0
 @pytest.fixture
 def pipeline(tmp_path):
     settings = Settings.from_env(
-        env={}, text_encoder="hashing", data_dir=str(tmp_path), batch_wait_s=0.01
+        env={},
+        text_encoder="hashing",
+        data_dir=str(tmp_path),
+        batch_wait_s=0.01,
+        catalog_wait_s=0.0,  # no catalog follower runs in test_context
     )
     app, pipeline = build_app(settings, store="memory://")
     app.finalize()

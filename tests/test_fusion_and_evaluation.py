@@ -3,7 +3,7 @@ import pytest
 
 from models import HashingTextEncoder, ItemFeaturizer, ItemText, Recommender, UserProfile
 from models.evaluation import RecommenderScorer, prequential, waves
-from models.fusion import FusionGate, activity_bucket, standardize
+from models.fusion import FusionGate, StandardizedSignals, activity_bucket, standardize
 from models.long_term import LongTermInterest, pack_vector, render_history, unpack_vector
 from models.streaming import Interaction
 from models.transitions import ItemTransitions
@@ -15,6 +15,21 @@ def test_standardize_rows_and_constant_rows():
     np.testing.assert_allclose(z[0].mean(), 0.0, atol=1e-6)
     np.testing.assert_allclose(z[0].std(), 1.0, atol=1e-6)
     assert not z[1].any()
+
+
+def test_standardized_signals_blend_equals_weighted_z_scores():
+    rng = np.random.default_rng(3)
+    raw = [rng.normal(size=(4, 30)) * 5 + 2, rng.exponential(size=(4, 30)), np.ones((4, 30))]
+    raw.append(np.broadcast_to(rng.normal(size=30), (4, 30)))  # one row shared by all users
+    signals = StandardizedSignals([r.astype(np.float32) for r in raw], np.array([0, 1, 2, 3]))
+    z = np.stack([standardize(r) for r in raw])  # [S B N]
+    weights = rng.uniform(size=(4, 4))
+    expected = np.einsum("sbn,bs->bn", z, weights)
+    np.testing.assert_allclose(signals.blend(weights), expected, rtol=1e-4, atol=1e-4)
+    columns = np.array([0, 7, 29])
+    np.testing.assert_allclose(signals.z(2, columns), z[:, 2, columns], rtol=1e-4, atol=1e-5)
+    subset = signals.rows(np.array([3, 1]))
+    np.testing.assert_allclose(subset.z(0, columns), z[:, 3, columns], rtol=1e-4, atol=1e-5)
 
 
 def test_activity_buckets():
@@ -31,8 +46,8 @@ def test_gate_learns_to_trust_the_informative_signal():
         informative = rng.normal(size=(8, n))
         informative[np.arange(8), positives] += 3.0  # the positive stands out here only
         noise = rng.normal(size=(8, n))
-        z = np.stack([standardize(informative), standardize(noise)])
-        gate.learn(z, np.full(8, 2), positives, [[] for _ in range(8)])
+        signals = StandardizedSignals([informative, noise], np.full(8, 2))
+        gate.learn(signals, positives, [[] for _ in range(8)])
     assert gate.weights[2, 0] > before[2, 0] + 0.5
     assert gate.weights[2, 1] < gate.weights[2, 0] / 3
     np.testing.assert_array_equal(gate.weights[0], before[0])  # other buckets untouched

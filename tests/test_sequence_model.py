@@ -85,6 +85,13 @@ def test_shapes_and_causality():
     # Real positions never look at padding, so the amount of padding does not matter.
     short = model(items[:1, 3:], types[:1, 3:], gaps[:1, 3:])
     torch.testing.assert_close(short[0, -1], hidden[0, -1], atol=1e-5, rtol=1e-5)
+    # Serving computes only the last position in the final block: same numbers.
+    for norm_first in (False, True):
+        config = SequenceModelConfig(n_items=N_ITEMS, norm_first=norm_first, **SMALL)
+        model = SequenceModel(config).eval()
+        last = model(items, types, gaps, last_only=True)
+        assert last.shape == (3, 1, 32)
+        torch.testing.assert_close(last[:, 0], model(items, types, gaps)[:, -1])
 
 
 def test_gap_buckets():
