@@ -15,6 +15,12 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
 
+# Not a behaviour: "forget this user". It travels on the events topic, keyed by the user, so
+# it is ordered with the user's events and reaches the worker that holds their state. It has
+# no item, weight or code in user state, and the models never see it.
+USER_DELETION = "delete_user"
+CONTROL_EVENT_TYPES: tuple[str, ...] = (USER_DELETION,)
+
 # Strength of interest each action signals; a skip is evidence against.
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,

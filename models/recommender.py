@@ -191,6 +191,11 @@ class Recommender:
     def signals(self, profiles: Sequence[UserProfile]) -> dict[str, np.ndarray]:
         """Raw ``[B, N]`` score matrix of every enabled signal over all items."""
         enabled = self.config.signals
+        # Stored histories can name items this process has not seen yet (a worker that
+        # restarted, or took over a partition): give them rows before sizing matrices.
+        for profile in profiles:
+            for item_id in profile.items:
+                self.items.ensure(item_id)
         n_items, features = len(self.items), self.items.features
         out: dict[str, np.ndarray] = {}
         if "short_term" in enabled or "long_term" in enabled:
@@ -202,10 +207,16 @@ class Recommender:
                     recent = slice(max(0, rows.size - self.config.interest_window), None)
                     short[b] = weights[recent] @ features[rows[recent]]
                     pooled[b] = np.clip(np.asarray(profile.weights), 0, None) @ features[rows]
-            if "short_term" in enabled:
-                out["short_term"] = _unit(short) @ features.T
+            # One matmul for both: the history-text vector scores the text columns, so
+            # zero-padded it adds to the pooled vector (x·F + y·F_text = (x + [y, 0])·F).
+            queries = [_unit(short)] if "short_term" in enabled else []
             if "long_term" in enabled:
-                out["long_term"] = _unit(pooled) @ features.T + self._history_text(profiles)
+                queries.append(_unit(pooled) + self._history_text_queries(profiles))
+            scores = np.concatenate(queries) @ features.T  # [2B N] or [B N]
+            if "short_term" in enabled:
+                out["short_term"] = scores[: len(profiles)]
+            if "long_term" in enabled:
+                out["long_term"] = scores[-len(profiles) :]
         if "transitions" in enabled:
             window = self.config.transitions_window
             recent_rows = [[self.items.row_of[i] for i in p.items[-window:]] for p in profiles]
@@ -218,18 +229,16 @@ class Recommender:
             )
         return out
 
-    def _history_text(self, profiles: Sequence[UserProfile]) -> np.ndarray:
+    def _history_text_queries(self, profiles: Sequence[UserProfile]) -> np.ndarray:
+        """``[B, dim]``: each user's history-text vector in the text columns, zeros elsewhere."""
         text_dim = self.items.text_dim
-        out = np.zeros((len(profiles), len(self.items)), dtype=np.float32)
-        if text_dim == 0:
-            return out
-        vectors = np.zeros((len(profiles), text_dim), dtype=np.float32)
+        vectors = np.zeros((len(profiles), self.items.dim), dtype=np.float32)
         for b, profile in enumerate(profiles):
-            if profile.long_term is not None:
+            if text_dim and profile.long_term is not None:
                 vector = unpack_vector(profile.long_term)
                 if vector.shape[0] == text_dim:
-                    vectors[b] = vector
-        return vectors @ self.items.features[:, :text_dim].T
+                    vectors[b, :text_dim] = vector
+        return vectors
 
     def _sequence_scores(self, profiles: Sequence[UserProfile]) -> np.ndarray:
         n_items = len(self.items)

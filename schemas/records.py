@@ -10,15 +10,17 @@ from typing import Any
 
 import faust
 
-from models.events import EVENT_TYPES  # one list for wire and models
+from models.events import EVENT_TYPES, USER_DELETION  # one list for wire and models
 
 __all__ = [
     "EVENT_TYPES",
+    "USER_DELETION",
     "BehaviorEvent",
     "CatalogItem",
     "DeadLetter",
     "Recommendation",
     "RecommendedItem",
+    "UserDeletion",
 ]
 
 
@@ -42,6 +44,19 @@ class BehaviorEvent(_JsonRecord):
     timestamp: float
     value: float | None = None
     context: dict[str, Any] | None = None
+
+
+class UserDeletion(_JsonRecord):
+    """``{"event_type": "delete_user"}`` on the events topic, keyed by ``user_id``.
+
+    Everything streamrec holds about the user is deleted: the table key (a tombstone on the
+    changelog), and a tombstone (null value) is published on the recommendations topic.
+    Later events for the user start from nothing.
+    """
+
+    event_id: str
+    user_id: str
+    timestamp: float
 
 
 class CatalogItem(_JsonRecord):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from schemas.records import EVENT_TYPES, BehaviorEvent, CatalogItem
+from schemas.records import EVENT_TYPES, USER_DELETION, BehaviorEvent, CatalogItem, UserDeletion
 
 ERROR_KINDS = (
     "oversized",
@@ -164,6 +164,30 @@ def parse_event(
 ) -> BehaviorEvent:
     """Validate one behaviour-event message; raise :class:`InvalidInput` if refused."""
     return event_from_doc(_load_object(raw, policy), policy, now)
+
+
+def parse_input(
+    raw: bytes | str, policy: ValidationPolicy = DEFAULT_POLICY, now: float | None = None
+) -> BehaviorEvent | UserDeletion:
+    """Validate one message of the events topic: a behaviour event or a user deletion."""
+    doc = _load_object(raw, policy)
+    if doc.get("event_type") == USER_DELETION:
+        return deletion_from_doc(doc, policy, now)
+    return event_from_doc(doc, policy, now)
+
+
+def deletion_from_doc(
+    doc: dict[str, Any], policy: ValidationPolicy = DEFAULT_POLICY, now: float | None = None
+) -> UserDeletion:
+    """A ``delete_user`` request: an event id, the user and a time; any item is ignored."""
+    _check_unknown(doc, EVENT_FIELDS, policy)
+    return UserDeletion(
+        event_id=_identifier(doc, "event_id", policy),
+        user_id=_identifier(doc, "user_id", policy),
+        timestamp=parse_timestamp(
+            _require(doc, "timestamp"), policy, time.time() if now is None else now
+        ),
+    )
 
 
 def event_from_doc(

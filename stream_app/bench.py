@@ -385,8 +385,10 @@ class RecommendationClock(threading.Thread):
                 for record in records:
                     self.received += 1
                     try:
-                        trigger = json.loads(record.value)["trigger_event_id"]
-                    except (ValueError, KeyError, TypeError):
+                        doc = json.loads(record.value)
+                        # A no-op worker echoes the event itself.
+                        trigger = doc.get("trigger_event_id") or doc["event_id"]
+                    except (ValueError, KeyError, TypeError, AttributeError):
                         continue
                     sent = self.sent_at.get(trigger)
                     if sent is not None:

@@ -10,10 +10,12 @@ import base64
 import copy
 import hashlib
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +29,7 @@ from models import (
 )
 from models.fusion import SIGNALS
 from models.long_term import LongTermInterest
-from schemas import BehaviorEvent, CatalogItem, DeadLetter, Recommendation, RecommendedItem
+from schemas import BehaviorEvent, CatalogItem, DeadLetter
 from schemas.records import MAX_DEAD_LETTER_PAYLOAD
 from stream_app.settings import Settings
 
@@ -67,9 +69,12 @@ class Engine:
             load_embeddings(Path(settings.embedding_cache)) if settings.embedding_cache else {}
         )
         self._recent_sequences: deque = deque(maxlen=4096)
+        self._gate_rng = random.Random(0)
         self._finetunes = 0
         self._stale: set[str] = set()
         self._pending: dict[str, tuple[str, int]] = {}
+        self._forgotten_at: dict[str, float] = {}  # user -> when forget() ran (monotonic)
+        self._stale_taken_at = 0.0
         if settings.sequence_checkpoint:
             self.load_sequence_model(Path(settings.sequence_checkpoint))
 
@@ -117,7 +122,10 @@ class Engine:
             tail = slice(-self.recommender.sequence.max_len, None)
             kinds = [profile.kind_name_of(k) for k in profile.kinds[tail]]
             self._recent_sequences.append(
-                list(zip(profile.items[tail], kinds, profile.times[tail], strict=True))
+                (
+                    profile.user_id,  # so that forget() can drop it
+                    list(zip(profile.items[tail], kinds, profile.times[tail], strict=True)),
+                )
             )
 
     def fine_tuned_sequence_model(self):
@@ -127,7 +135,7 @@ class Engine:
         the caller on the event loop, so ranking never sees half-updated weights.
         """
         current = self.recommender.sequence
-        sequences = list(self._recent_sequences)
+        sequences = [sequence for _, sequence in self._recent_sequences]
         if current is None or len(sequences) < 8:
             return None
         self._recent_sequences.clear()
@@ -139,16 +147,42 @@ class Engine:
         candidate.version = f"{current.version.split('+ft')[0]}+ft{self._finetunes}"
         return candidate
 
+    def forget(self, user_id: str) -> UserProfile:
+        """Drop what this worker holds in memory about a user; returns a fresh profile.
+
+        The caller deletes the stored profile. What stays is what is not the user's:
+        the shared learners (popularity, transitions, the gate, the Transformer) hold
+        aggregates over all users, not per-user records.
+        """
+        self._stale.discard(user_id)
+        self._pending.pop(user_id, None)
+        now = time.monotonic()
+        self._forgotten_at[user_id] = now
+        if len(self._forgotten_at) > 10_000:  # only refreshes in flight need to know
+            self._forgotten_at = {u: t for u, t in self._forgotten_at.items() if now - t < 600}
+        kept = [entry for entry in self._recent_sequences if entry[0] != user_id]
+        if len(kept) != len(self._recent_sequences):
+            self._recent_sequences = deque(kept, maxlen=self._recent_sequences.maxlen)
+        return UserProfile(user_id)
+
     def take_stale_users(self, limit: int = 256) -> list[str]:
+        self._stale_taken_at = time.monotonic()
         users = []
         while self._stale and len(users) < limit:
             users.append(self._stale.pop())
         return users
 
     def refresh_long_term(self, snapshots: Sequence[UserProfile]) -> int:
-        """Embed histories (worker thread); results wait in ``_pending`` for the agent."""
+        """Embed histories (worker thread); results wait in ``_pending`` for the agent.
+
+        A user deleted since :meth:`take_stale_users` handed them out gets no result: it
+        would carry the deleted history into their new profile.
+        """
+        taken_at = self._stale_taken_at
         merged = self.recommender.refresh_long_term(snapshots, force=True)
         for profile in snapshots:
+            if self._forgotten_at.get(profile.user_id, float("-inf")) >= taken_at:
+                continue
             if profile.long_term is not None:
                 self._pending[profile.user_id] = (profile.long_term, profile.long_term_at)
         return merged
@@ -157,6 +191,19 @@ class Engine:
         pending = self._pending.pop(profile.user_id, None)
         if pending is not None and pending[1] >= profile.long_term_at:
             profile.long_term, profile.long_term_at = pending
+
+    def gate_examples(
+        self, profiles: Sequence[UserProfile], next_items: Sequence[str]
+    ) -> tuple[list[UserProfile], list[str]]:
+        """A sample of (user before this batch, their next item) for :meth:`learn_gate`,
+        copied so that applying the batch does not change them."""
+        limit = self.recommender.config.gate_users_per_batch
+        if not self.settings.gate_learning or not profiles or not len(self.items):
+            return [], []
+        picks = range(len(profiles))
+        if len(profiles) > limit:
+            picks = sorted(self._gate_rng.sample(range(len(profiles)), limit))
+        return [profiles[n].copy() for n in picks], [next_items[n] for n in picks]
 
     def learn_gate(self, profiles: Sequence[UserProfile], next_items: Sequence[str]) -> None:
         if profiles and len(self.items):
@@ -180,19 +227,26 @@ class Engine:
 
     def recommend(
         self, profiles: Sequence[UserProfile], triggers: Sequence[str]
-    ) -> list[Recommendation]:
-        """One Recommendation per profile; ``triggers`` are the causing event ids."""
+    ) -> list[dict[str, Any]]:
+        """One recommendation per profile, as plain documents in the
+        :class:`~schemas.Recommendation` shape; ``triggers`` are the causing event ids.
+
+        Plain dicts, not Records: the worker publishes hundreds per micro-batch, and
+        building nested Faust Records costs more than ranking on small batches.
+        """
         now = time.time()
         ranked = self.recommender.recommend(profiles)
         version = self.recommender.version
         return [
-            Recommendation(
-                user_id=profile.user_id,
-                items=[RecommendedItem(s.item_id, s.score, s.reason) for s in scored],
-                trigger_event_id=trigger,
-                generated_at=now,
-                model_version=version,
-            )
+            {
+                "user_id": profile.user_id,
+                "items": [
+                    {"item_id": s.item_id, "score": s.score, "reason": s.reason} for s in scored
+                ],
+                "trigger_event_id": trigger,
+                "generated_at": now,
+                "model_version": version,
+            }
             for profile, trigger, scored in zip(profiles, triggers, ranked, strict=True)
         ]
 

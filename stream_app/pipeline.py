@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -23,10 +24,12 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas import BehaviorEvent, InvalidInput, ValidationPolicy, parse_catalog_item, parse_event
-from schemas.records import DeadLetter, Recommendation
+from schemas import BehaviorEvent, InvalidInput, ValidationPolicy, parse_catalog_item
+from schemas.records import DeadLetter, UserDeletion
+from schemas.validation import parse_input
 from stream_app import produce_gate, table_recovery
 from stream_app.engine import Engine, dead_letter
+from stream_app.log_throttle import throttle_noisy_loggers
 from stream_app.metrics import (
     WindowedHistogram,
     batch_seconds_histogram,
@@ -55,6 +58,9 @@ class PipelineStats:
     sequence_finetunes: int = 0
     last_sequence_finetune_at: float | None = None
     ranking_errors: int = 0
+    users_deleted: int = 0
+    sequence_checkpoint_reloads: int = 0
+    sequence_checkpoints_refused: int = 0
     dead_letters: Counter = field(default_factory=Counter)
     # Observed once per micro-batch (all of a batch's values at once); see stream_app.metrics.
     batch_sizes: WindowedHistogram = field(default_factory=batch_size_histogram)
@@ -95,6 +101,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
     stats = PipelineStats()
     policy = validation_policy(settings)
     table_recovery.install(app, settings)  # before the table: see stream_app/table_recovery.py
+    throttle_noisy_loggers()  # a broker outage logs one line per kind every 10 s, not 100/s
     follower = CatalogFollower(settings, engine, policy, stats)
     partitions = settings.partitions
     events_topic = app.topic(
@@ -103,11 +110,11 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
     catalog_topic = app.topic(
         settings.topic_catalog, key_serializer="raw", value_serializer="raw", partitions=partitions
     )
+    # Values are JSON documents in the schemas.Recommendation shape, encoded by the agent.
     recommendations_topic = app.topic(
         settings.topic_recommendations,
-        key_type=str,
-        value_type=Recommendation,
         key_serializer="raw",
+        value_serializer="raw",
         partitions=partitions,
     )
     dead_letters_topic = app.topic(
@@ -139,12 +146,12 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
             stats.batch_sizes.observe(len(batch))
 
     async def _process_batch(batch: Sequence[faust.EventT], stream: faust.StreamT) -> None:
-        by_user: dict[str, list[tuple[BehaviorEvent, faust.EventT]]] = {}
+        by_user: dict[str, list[tuple[BehaviorEvent | UserDeletion, faust.EventT]]] = {}
         for event in batch:
             message = event.message
             stats.events_in += 1
             try:
-                record = parse_event(message.value, policy)
+                record = parse_input(message.value, policy)  # an event or a user deletion
             except InvalidInput as exc:
                 await send_dead_letter(message, exc.kind, exc.message)
                 continue
@@ -163,12 +170,13 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         for user_id, user_events in by_user.items():
             stream._set_current_event(user_events[-1][1])
             loaded[user_id] = engine.load_profile(user_id, profiles.get(user_id))
-        try:
-            engine.learn_gate(
-                [loaded[u] for u in by_user], [evs[0][0].item_id for evs in by_user.values()]
-            )
-        except Exception:  # noqa: BLE001 - the blend keeps its last weights
-            log.exception("gate learning failed")
+        # The gate learns from users as they were before this batch, once the batch's
+        # recommendations are out: its cost stays off the latency path.
+        learners = [u for u, evs in by_user.items() if isinstance(evs[0][0], BehaviorEvent)]
+        gate_examples = engine.gate_examples(
+            [loaded[u] for u in learners], [by_user[u][0][0].item_id for u in learners]
+        )
+        deleted_users: list[str] = []
         for user_id, user_events in by_user.items():
             # The table writes to the changelog partition of the "current event";
             # within a micro-batch that must be this user's own event.
@@ -177,13 +185,23 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 profile = loaded[user_id]
                 engine.merge_long_term(profile)
                 changed: str | None = None
+                deleted = False
                 for record, event in user_events:
+                    if isinstance(record, UserDeletion):
+                        # Forget everything so far; later events start a new profile.
+                        profile, changed, deleted = engine.forget(user_id), None, True
+                        stats.users_deleted += 1
+                        continue
                     source = record_source(event.message)
                     if engine.apply(profile, record, source):
                         changed = record.event_id  # the latest applied event triggers
                         stats.events_applied += 1
                     else:
                         stats.duplicates += 1
+                if deleted:
+                    deleted_users.append(user_id)
+                    if not changed and profiles.get(user_id) is not None:
+                        del profiles[user_id]  # a tombstone on the changelog too
                 if changed:
                     engine.note_activity(profile)
                     profiles[user_id] = profile.to_dict()
@@ -194,17 +212,28 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 log.exception("processing failed for user %s", user_id)
                 for _, event in user_events:
                     await send_dead_letter(event.message, "processing_error", repr(exc))
+        for user_id in deleted_users:
+            # A tombstone: consumers of the recommendations topic drop the user's list, and
+            # compaction removes the earlier lists.
+            await recommendations_topic.send(key=user_id.encode("utf-8"), value=None)
         if touched:
             try:
                 recommendations = engine.recommend(touched, triggers)
             except Exception:  # noqa: BLE001 - state is saved; the next batch recommends again
                 log.exception("ranking failed for %d users", len(touched))
                 stats.ranking_errors += 1
-                return
+                return  # no gate learning from a batch the ranker failed on
             for recommendation in recommendations:
-                await recommendations_topic.send(key=recommendation.user_id, value=recommendation)
+                await recommendations_topic.send(
+                    key=recommendation["user_id"].encode(),
+                    value=json.dumps(recommendation, separators=(",", ":")).encode(),
+                )
             stats.recommendations_out += len(touched)
             stats.end_to_end_seconds.observe_ages(kafka_times)
+        try:
+            engine.learn_gate(*gate_examples)
+        except Exception:  # noqa: BLE001 - the blend keeps its last weights
+            log.exception("gate learning failed")
 
     @app.agent(catalog_topic, name="validate-catalog")
     async def validate_catalog(stream: faust.StreamT) -> None:

@@ -92,6 +92,7 @@ class Settings:
     batch_size: int = 500
     batch_wait_s: float = 0.05
     commit_interval_s: float = 2.8  # how often consumed offsets are committed
+    fetch_max_wait_s: float = 0.1  # Fetch long-poll; bounds added latency (see app.py)
     catalog_wait_s: float = 120.0  # at start, hold events until the catalog is read
     top_k: int = 10
     # models

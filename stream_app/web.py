@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -129,5 +128,4 @@ def register_views(app: faust.App, settings: Settings, follower: Any, pipeline: 
             if not authorized(request, settings.api_token):
                 return denied(self)
             profile = engine.load_profile(user_id, profiles.get(user_id))
-            recommendation = engine.recommend([profile], ["api"])[0]
-            return self.json(json.loads(recommendation.dumps()))
+            return self.json(engine.recommend([profile], ["api"])[0])

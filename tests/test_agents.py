@@ -6,6 +6,7 @@ from unittest.mock import AsyncMock
 
 import pytest
 
+from schemas import Recommendation
 from stream_app.app import build_app
 from stream_app.settings import Settings
 from tests.conftest import event
@@ -51,13 +52,13 @@ async def test_events_update_state_and_emit_one_recommendation_per_user(pipeline
     keys = [f"u{n % 2}".encode() for n in range(6)]
     await _drain(pipeline.agents["process-events"], payloads, keys)
     recs = _sent(pipeline.recommendations_topic.send)
-    assert sorted(r["key"] for r in recs) == ["u0", "u1"]
+    assert sorted(r["key"] for r in recs) == [b"u0", b"u1"]
     assert pipeline.stats.events_applied == 6
     for rec in recs:
-        value = rec["value"]
-        assert value.user_id == rec["key"] and value.trigger_event_id in {"e4", "e5"}
+        value = Recommendation.loads(rec["value"])  # the published bytes fit the schema
+        assert value.user_id == rec["key"].decode() and value.trigger_event_id in {"e4", "e5"}
         assert {item.item_id for item in value.items}.isdisjoint(
-            {f"i{n}" for n in range(6) if f"u{n % 2}" == rec["key"]}
+            {f"i{n}" for n in range(6) if f"u{n % 2}" == value.user_id}
         )
 
 

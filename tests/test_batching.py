@@ -78,7 +78,7 @@ async def test_state_and_rankings_do_not_depend_on_batch_size(tmp_path):
         many.engine.recommend(profiles_many, ["t"] * len(users)),
         strict=True,
     ):
-        assert [i.item_id for i in a.items] == [i.item_id for i in b.items]
+        assert [i["item_id"] for i in a["items"]] == [i["item_id"] for i in b["items"]]
         np.testing.assert_allclose(
-            [i.score for i in a.items], [i.score for i in b.items], rtol=1e-4, atol=1e-5
+            [i["score"] for i in a["items"]], [i["score"] for i in b["items"]], rtol=1e-4, atol=1e-5
         )

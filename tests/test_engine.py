@@ -1,10 +1,12 @@
 """The worker's Engine: catalog embedding cache, sequence model attach and fine-tuning."""
 
+import json
+
 import numpy as np
 
 from models.sequence_training import train_sequence_model
 from models.streaming import Interaction
-from schemas import CatalogItem
+from schemas import CatalogItem, Recommendation
 from stream_app.engine import Engine, save_embeddings, text_key
 from stream_app.settings import Settings
 from tests.conftest import genre_catalog
@@ -60,8 +62,11 @@ def test_sequence_model_joins_the_blend_and_fine_tunes_as_a_copy(tmp_path):
         engine.apply(profile, event, None)
         engine.note_activity(profile)
     recs = engine.recommend(list(profiles.values()), ["t"] * len(profiles))
-    assert scorer.version in recs[0].model_version
-    assert all(len(r.items) == 10 for r in recs)
+    assert scorer.version in recs[0]["model_version"]
+    assert all(len(r["items"]) == 10 for r in recs)
+    # The documents the worker publishes are valid Recommendation records.
+    parsed = Recommendation.loads(json.dumps(recs[0]).encode())
+    assert parsed.items[0].item_id == recs[0]["items"][0]["item_id"] and parsed.items[0].reason
 
     tuned = engine.fine_tuned_sequence_model()
     assert tuned is not None and tuned is not scorer
@@ -72,4 +77,4 @@ def test_sequence_model_joins_the_blend_and_fine_tunes_as_a_copy(tmp_path):
         np.array_equal(a, b.detach())
         for a, b in zip(before, scorer.model.parameters(), strict=True)
     )
-    assert engine.recommend(list(profiles.values())[:2], ["t", "t"])[0].items
+    assert engine.recommend(list(profiles.values())[:2], ["t", "t"])[0]["items"]

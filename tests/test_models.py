@@ -147,3 +147,17 @@ def test_retired_items_are_never_recommended(recommender):
     assert recommender.recommend([UserProfile("new")])[0][0].item_id == "c3"
     recommender.items.retire("c3")
     assert "c3" not in {s.item_id for s in recommender.recommend([UserProfile("new")])[0]}
+
+
+def test_stored_history_with_items_this_process_never_saw_is_ranked(recommender):
+    # A worker that restarts (or takes over a partition) loads profiles whose items its
+    # fresh index may not hold yet: ranking must still work for them.
+    elsewhere = Recommender(recommender.items.__class__(recommender.items.dim))
+    profile = UserProfile("u")
+    for n in range(4):
+        elsewhere.learn_one(profile, ev(f"e{n}", f"unseen{n}", 1e9 + n), (0, n))
+    stored = profile.to_dict()
+    before = len(recommender.items)
+    top = recommender.recommend([UserProfile.from_dict(stored)])[0]
+    assert len(recommender.items) == before + 4
+    assert not {s.item_id for s in top} & {f"unseen{n}" for n in range(4)}
