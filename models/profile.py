@@ -17,11 +17,17 @@ between the two logs would see its first events after such a reset skipped.)
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import itertools
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.events import EVENT_CODE, EVENT_TYPES
+
+KIND_LETTERS = string.ascii_letters  # event code n is stored as letter n
+assert len(EVENT_TYPES) <= len(KIND_LETTERS)
 
 
 def event_fingerprint(event_id: str) -> str:
@@ -98,15 +104,23 @@ class UserProfile:
         return EVENT_TYPES[code]
 
     def to_dict(self) -> dict[str, Any]:
+        """The stored form (format 2): what goes into the table, kept small.
+
+        Times are whole seconds, as the first and then gaps; event kinds one letter
+        each; the recent event fingerprints one base64 string. :meth:`from_dict` also
+        reads format 1.
+        """
+        seconds = [round(t) for t in self.times]
         return {
+            "v": 2,
             "u": self.user_id,
             "n": self.events_applied,
             "t": self.last_event_time,
             "i": self.items,
-            "k": self.kinds,
-            "ts": self.times,
+            "k": "".join(KIND_LETTERS[k] for k in self.kinds),
+            "tg": [b - a for a, b in zip([0, *seconds], seconds, strict=False)],
             "w": self.weights,
-            "r": self.recent_ids,
+            "r": base64.b64encode(b"".join(bytes.fromhex(r) for r in self.recent_ids)).decode(),
             "s": list(self.last_source) if self.last_source is not None else None,
             "lt": self.long_term,
             "la": self.long_term_at,
@@ -115,15 +129,23 @@ class UserProfile:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UserProfile:
         source = data.get("s")
+        if data.get("v", 1) >= 2:
+            times = [float(t) for t in itertools.accumulate(data["tg"])]
+            raw = base64.b64decode(data["r"])
+            recent = [raw[n : n + 8].hex() for n in range(0, len(raw), 8)]
+        else:
+            times, recent = list(data["ts"]), list(data["r"])
+        kinds = data["k"]
+        kinds = [KIND_LETTERS.index(k) for k in kinds] if isinstance(kinds, str) else list(kinds)
         return cls(
             user_id=data["u"],
             events_applied=data["n"],
             last_event_time=data["t"],
             items=list(data["i"]),
-            kinds=list(data["k"]),
-            times=list(data["ts"]),
+            kinds=kinds,
+            times=times,
             weights=list(data["w"]),
-            recent_ids=list(data["r"]),
+            recent_ids=recent,
             last_source=tuple(int(part) for part in source) if source else None,
             long_term=data.get("lt"),
             long_term_at=data.get("la", 0),

@@ -68,7 +68,7 @@ class RecommenderConfig:
     popularity_half_life_s: float = 7 * 86_400.0
     transitions_window: int = 5
     exclude_consumed: bool = True
-    dedup_window: int = 32
+    dedup_window: int = 16  # recent event ids kept to spot producer retries
     signals: tuple[str, ...] = SIGNALS
     learn_gate: bool = True
     gate_users_per_batch: int = 64  # users the gate learns from per micro-batch

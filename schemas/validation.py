@@ -77,7 +77,10 @@ def _load_object(raw: bytes | str | None, policy: ValidationPolicy) -> dict[str,
     if size > policy.max_bytes:
         raise InvalidInput("oversized", f"{size} bytes exceeds the limit of {policy.max_bytes}")
     try:
-        doc = json.loads(raw, parse_constant=_reject_constant)
+        # Strict UTF-8 (a BOM is allowed): json.loads would decode bytes with
+        # "surrogatepass" and admit encoded surrogates such as b"\xed\xa0\x80".
+        text = raw.decode("utf-8-sig") if isinstance(raw, (bytes, bytearray)) else raw
+        doc = json.loads(text, parse_constant=_reject_constant)
     except InvalidInput:
         raise
     except RecursionError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import json
 import logging
 import random
 import time
@@ -70,6 +71,7 @@ class Engine:
         )
         self._recent_sequences: deque = deque(maxlen=4096)
         self._gate_rng = random.Random(0)
+        self._gate_pending: tuple[list[UserProfile], list[str]] = ([], [])
         self._finetunes = 0
         self._stale: set[str] = set()
         self._pending: dict[str, tuple[str, int]] = {}
@@ -85,6 +87,35 @@ class Engine:
         scorer = SequenceScorer.load(checkpoint, device=self.device)
         self.recommender.attach_sequence(scorer)
         log.info("sequence model %s loaded on %s", scorer.version, self.device)
+
+    def candidate_sequence_model(self, checkpoint: Path):
+        """A verified scorer from ``checkpoint`` to swap in, or ``None`` if it is refused.
+
+        Thread-safe (run it off the event loop); the caller attaches the result. Refused,
+        with an ERROR naming the reason, while the current model keeps serving: a missing
+        or unreadable checkpoint, a file whose sha256 differs from ``manifest.json``,
+        weights that do not fit the config, or a model whose scores are not finite.
+        Weights are read with safetensors and everything else as JSON: nothing is
+        unpickled.
+        """
+        from models.sequence_training import CheckpointError, SequenceScorer
+
+        current = self.recommender.sequence
+        serving = current.version if current is not None else "no sequence model"
+        try:
+            scorer = SequenceScorer.load(checkpoint, device=self.device)
+            probe = scorer.score_sequences([[(scorer.item_ids[0], "view", 0.0)]])
+            if probe.shape != (1, len(scorer.item_ids)) or not np.isfinite(probe).all():
+                raise CheckpointError(f"{checkpoint}: the model's scores are not finite")
+        except CheckpointError as exc:
+            log.error("sequence checkpoint refused, still serving %s: %s", serving, exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - nothing a checkpoint holds may stop serving
+            log.error(
+                "sequence checkpoint %s refused, still serving %s: %r", checkpoint, serving, exc
+            )
+            return None
+        return scorer
 
     # -- catalog ---------------------------------------------------------------
     def featurize(self, catalog: Sequence[CatalogItem]) -> tuple[list[ItemText], np.ndarray]:
@@ -195,27 +226,41 @@ class Engine:
     def gate_examples(
         self, profiles: Sequence[UserProfile], next_items: Sequence[str]
     ) -> tuple[list[UserProfile], list[str]]:
-        """A sample of (user before this batch, their next item) for :meth:`learn_gate`,
-        copied so that applying the batch does not change them."""
-        limit = self.recommender.config.gate_users_per_batch
+        """A random share (``gate_sample_rate``) of (user before this batch, their next
+        item) for :meth:`learn_gate`, copied so that applying the batch leaves them be."""
         if not self.settings.gate_learning or not profiles or not len(self.items):
             return [], []
-        picks = range(len(profiles))
-        if len(profiles) > limit:
-            picks = sorted(self._gate_rng.sample(range(len(profiles)), limit))
+        rate = self.settings.gate_sample_rate
+        picks = [n for n in range(len(profiles)) if self._gate_rng.random() < rate]
         return [profiles[n].copy() for n in picks], [next_items[n] for n in picks]
 
     def learn_gate(self, profiles: Sequence[UserProfile], next_items: Sequence[str]) -> None:
-        if profiles and len(self.items):
-            self.recommender.learn_gate(profiles, next_items)
+        """Collect examples; learn once a full gate batch is there.
+
+        Scoring the examples costs a ranking pass: pooled, it is one pass per
+        ``gate_users_per_batch`` examples, whatever the micro-batch size.
+        """
+        self._gate_pending[0].extend(profiles)
+        self._gate_pending[1].extend(next_items)
+        size = self.recommender.config.gate_users_per_batch
+        while len(self._gate_pending[0]) >= size and len(self.items):
+            users, items = self._gate_pending
+            self._gate_pending = (users[size:], items[size:])
+            self.recommender.learn_gate(users[:size], items[:size])
 
     # -- events ----------------------------------------------------------------
     @staticmethod
-    def load_profile(user_id: str, stored: dict | None) -> UserProfile:
+    def stored_form(profile: UserProfile) -> bytes:
+        """What the table holds for a user: compact JSON (no spaces; see ``load_profile``)."""
+        return json.dumps(profile.to_dict(), separators=(",", ":")).encode()
+
+    @staticmethod
+    def load_profile(user_id: str, stored: bytes | dict | None) -> UserProfile:
         if not stored:
             return UserProfile(user_id)
         try:
-            return UserProfile.from_dict(stored)
+            data = json.loads(stored) if isinstance(stored, bytes) else stored
+            return UserProfile.from_dict(data)
         except (KeyError, TypeError, ValueError, IndexError):
             log.warning("unreadable stored profile for user %s; starting afresh", user_id)
             return UserProfile(user_id)
@@ -249,6 +294,18 @@ class Engine:
             }
             for profile, trigger, scored in zip(profiles, triggers, ranked, strict=True)
         ]
+
+
+def checkpoint_fingerprint(directory: Path) -> tuple:
+    """Names, sizes and modification times of a checkpoint's files: changes when any does."""
+    entries = []
+    for path in sorted(directory.glob("*")) if directory.is_dir() else []:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        entries.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
 
 
 def text_key(text: ItemText, encoder_name: str) -> str:

@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -28,7 +29,7 @@ from schemas import BehaviorEvent, InvalidInput, ValidationPolicy, parse_catalog
 from schemas.records import DeadLetter, UserDeletion
 from schemas.validation import parse_input
 from stream_app import produce_gate, table_recovery
-from stream_app.engine import Engine, dead_letter
+from stream_app.engine import Engine, checkpoint_fingerprint, dead_letter
 from stream_app.log_throttle import throttle_noisy_loggers
 from stream_app.metrics import (
     WindowedHistogram,
@@ -40,6 +41,9 @@ from stream_app.settings import Settings
 from stream_app.web import register_views
 
 log = logging.getLogger(__name__)
+
+# How often the worker looks for a new sequence checkpoint at STREAMREC_SEQUENCE_CHECKPOINT.
+CHECKPOINT_WATCH_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -123,7 +127,8 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
     profiles = app.Table(
         "user-profiles",
         default=None,
-        schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+        # Values are compact JSON bytes (Engine.stored_form): state size is a budget.
+        schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="raw"),
         partitions=partitions,
     )
 
@@ -204,7 +209,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                         del profiles[user_id]  # a tombstone on the changelog too
                 if changed:
                     engine.note_activity(profile)
-                    profiles[user_id] = profile.to_dict()
+                    profiles[user_id] = engine.stored_form(profile)
                     touched.append(profile)
                     triggers.append(changed)
                     kafka_times.extend(event.message.timestamp for _, event in user_events)
@@ -267,6 +272,27 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         stats.long_term_refreshes += merged
         stats.long_term_refresh_runs += 1
         stats.last_long_term_refresh_at = time.time()
+
+    if settings.sequence_checkpoint:
+        checkpoint = Path(settings.sequence_checkpoint)
+        loaded_files = checkpoint_fingerprint(checkpoint)
+
+        @app.timer(CHECKPOINT_WATCH_INTERVAL_S)
+        async def reload_sequence_checkpoint() -> None:
+            """Swap in a new checkpoint written to the same path; refuse a bad one."""
+            nonlocal loaded_files
+            files = checkpoint_fingerprint(checkpoint)
+            if files == loaded_files:
+                return
+            loaded_files = files  # a refused checkpoint is tried again once it changes
+            loop = asyncio.get_running_loop()
+            scorer = await loop.run_in_executor(None, engine.candidate_sequence_model, checkpoint)
+            if scorer is None:
+                stats.sequence_checkpoints_refused += 1
+                return
+            engine.recommender.attach_sequence(scorer)
+            stats.sequence_checkpoint_reloads += 1
+            log.info("sequence model %s loaded from %s", scorer.version, checkpoint)
 
     if settings.sequence_finetune_interval_s > 0:
 

@@ -111,6 +111,7 @@ class Settings:
     long_term_refresh_events: int = 10  # re-embed a user's history after this many events
     long_term_interval_s: float = 5.0  # the periodic merge timer
     gate_learning: bool = True  # learn the per-user blend online from the stream
+    gate_sample_rate: float = 0.25  # share of users' events the gate learns from
     # input policy
     max_message_bytes: int = 64 * 1024
     unknown_fields: str = "ignore"  # ignore | reject
@@ -154,6 +155,8 @@ class Settings:
             raise ConfigError("STREAMREC_KAFKA_BOOTSTRAP is empty")
         if self.partitions < 1 or self.batch_size < 1 or self.top_k < 1:
             raise ConfigError("partitions, batch_size and top_k must be >= 1")
+        if not 0.0 <= self.gate_sample_rate <= 1.0:
+            raise ConfigError("STREAMREC_GATE_SAMPLE_RATE must be between 0 and 1")
         if self.unknown_fields not in ("ignore", "reject"):
             raise ConfigError("STREAMREC_UNKNOWN_FIELDS must be 'ignore' or 'reject'")
         if self.log_format not in ("text", "json"):

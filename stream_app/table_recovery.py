@@ -15,6 +15,8 @@ that here (see BROKER-NOTES):
 - A memory-only broker that restarts comes back without the changelog. The local store then
   holds the only copy of the table; it is kept (a warning says the broker lost data) and its
   persisted offset lowered to the new log end instead of crashing the worker.
+- The worker notices the loss by the topics' identities (Kafka topic ids), which change when
+  a topic is re-created, or by a changelog shorter than what the local store persisted.
 - After such a loss the input topics are new logs too, whose offsets start again at 0, but
   the consumer still holds offsets of the old logs (its position, and commits made by
   events that were in flight during the outage). Read from there, the new logs would be
@@ -82,16 +84,37 @@ async def log_end_offsets(
         await consumer.stop()
 
 
+def topic_ids(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
+    """Kafka topic ids (UUIDs; a re-created topic gets a new one) of ``topics``; None if unknown.
+
+    Blocking (kafka-python): run it off the event loop.
+    """
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        **settings.security.kafka_python_kwargs(),
+    )
+    try:
+        consumer.topics()  # one metadata request for every topic
+        return {topic: consumer._client.cluster.topic_id(topic) for topic in topics}
+    finally:
+        consumer.close()
+
+
 class ChangelogRecovery(Recovery):
     """Faust's recovery with true log ends, keeping the local store if the broker lost data."""
 
     settings: Settings
     _broker_lost_data = False
+    _known_topic_ids: dict[str, Any] | None = None
 
     async def _build_highwaters(
         self, consumer: Any, tps: set[TP], destination: Any, title: str
     ) -> None:
         self._wrap_perform_seek(self.app.consumer)
+        if title == "active":
+            await self._notice_recreated_topics()
         ends = await asyncio.wait_for(log_end_offsets(self.settings, tps), timeout=30.0)
         # Faust's "highwater" is the offset of the last record (end - 1; -1 when empty).
         highwaters = {tp: end - 1 for tp, end in ends.items()}
@@ -100,6 +123,27 @@ class ChangelogRecovery(Recovery):
         self.log.info("Changelog ends (%s): %s", title, _describe(highwaters))
         destination.clear()
         destination.update(highwaters)
+
+    async def _notice_recreated_topics(self) -> None:
+        """Compare the assigned topics' ids with those seen before: new ids, new logs."""
+        topics = {tp.topic for tp in self.app.consumer.assignment()}
+        loop = asyncio.get_running_loop()
+        try:
+            ids = await asyncio.wait_for(
+                loop.run_in_executor(None, topic_ids, self.settings, topics), timeout=30.0
+            )
+        except Exception as exc:  # noqa: BLE001 - the changelog check below still runs
+            log.warning("topic ids unavailable (%r); relying on changelog ends", exc)
+            return
+        known = self._known_topic_ids if self._known_topic_ids is not None else {}
+        recreated = sorted(
+            t for t, i in ids.items() if i is not None and known.get(t) not in (None, i)
+        )
+        if recreated:
+            log.warning("topics were re-created (the broker lost its data?): %s", recreated)
+            self._broker_lost_data = True
+        known.update({t: i for t, i in ids.items() if i is not None})
+        self._known_topic_ids = known
 
     def _keep_local_state_if_log_lost(
         self, highwaters: Mapping[TP, int], offsets: dict[TP, int | None]

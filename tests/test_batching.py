@@ -67,8 +67,8 @@ async def test_state_and_rankings_do_not_depend_on_batch_size(tmp_path):
     users = sorted({e["user_id"] for e in events})
     for user in users:
         # "s" is where the last event came from (its Kafka timestamp is the put() time).
-        state_one = {k: v for k, v in one.profiles[user].items() if k != "s"}
-        state_many = {k: v for k, v in many.profiles[user].items() if k != "s"}
+        state_one = {k: v for k, v in json.loads(one.profiles[user]).items() if k != "s"}
+        state_many = {k: v for k, v in json.loads(many.profiles[user]).items() if k != "s"}
         assert state_one == state_many, user
     # Same learned state → same ranking for every user (item rows may be in another order).
     profiles_one = [one.engine.load_profile(u, one.profiles[u]) for u in users]

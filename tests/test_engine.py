@@ -78,3 +78,27 @@ def test_sequence_model_joins_the_blend_and_fine_tunes_as_a_copy(tmp_path):
         for a, b in zip(before, scorer.model.parameters(), strict=True)
     )
     assert engine.recommend(list(profiles.values())[:2], ["t", "t"])[0]["items"]
+
+
+def test_gate_learns_from_a_sample_pooled_into_full_batches(tmp_path, catalog):
+    engine = _engine(tmp_path, gate_sample_rate=0.5)
+    engine.add_items(*engine.featurize([CatalogItem(**c) for c in catalog]))
+    items = [c["item_id"] for c in catalog]
+    profiles = []
+    for u in range(300):
+        profile = engine.load_profile(f"u{u}", None)
+        for n in range(3):
+            item = items[(u + n) % len(items)]
+            event = Interaction(f"u{u}", item, 1e9 + n, "view", event_id=f"{u}-{n}")
+            assert engine.apply(profile, event, None)
+        profiles.append(profile)
+    examples, next_items = engine.gate_examples(profiles, items[:1] * len(profiles))
+    assert 100 < len(examples) < 200  # about half, seeded
+    originals, stored = {id(p) for p in profiles}, [p.to_dict() for p in profiles]
+    assert all(id(e) not in originals and e.to_dict() in stored for e in examples)  # copies
+    size = engine.recommender.config.gate_users_per_batch
+    engine.learn_gate(examples[: size - 1], next_items[: size - 1])
+    assert engine.recommender.gate.updates == 0  # waits for a full batch
+    engine.learn_gate(examples[size - 1 :], next_items[size - 1 :])
+    full = len(examples) // size
+    assert 0 < engine.recommender.gate.updates <= full * size

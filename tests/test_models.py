@@ -161,3 +161,30 @@ def test_stored_history_with_items_this_process_never_saw_is_ranked(recommender)
     top = recommender.recommend([UserProfile.from_dict(stored)])[0]
     assert len(recommender.items) == before + 4
     assert not {s.item_id for s in top} & {f"unseen{n}" for n in range(4)}
+
+
+def test_stored_profile_is_compact_and_round_trips(recommender):
+    import json
+
+    from models.long_term import pack_vector, unpack_vector
+
+    profile = UserProfile("u")
+    for n in range(100):
+        event = ev(f"event-{n}", str(200 + n % 40), 881_250_949.4 + 37 * n, "rating", value=4)
+        recommender.learn_one(profile, event, (2, n, 1_700_000_000_000 + n))
+    vector = np.random.default_rng(0).normal(size=384).astype(np.float32)
+    profile.long_term, profile.long_term_at = pack_vector(vector), 100
+    stored = json.dumps(profile.to_dict(), separators=(",", ":"))
+    assert len(stored) < 2300  # a full 100-event history (the mean user is well below)
+    back = UserProfile.from_dict(json.loads(stored))
+    assert back.items == profile.items and back.kinds == profile.kinds
+    assert back.recent_ids == profile.recent_ids and back.last_source == profile.last_source
+    np.testing.assert_allclose(back.times, np.round(profile.times))  # whole seconds
+    restored = unpack_vector(back.long_term)
+    cosine = restored @ vector / np.linalg.norm(restored) / np.linalg.norm(vector)
+    assert cosine > 0.999
+    assert back.is_duplicate("event-99", None) and not back.is_duplicate("new", None)
+    # Format 1 (before compaction) is still read.
+    old = {**profile.to_dict(), "ts": profile.times, "r": profile.recent_ids}
+    del old["v"], old["tg"]
+    assert UserProfile.from_dict(old).times == profile.times
