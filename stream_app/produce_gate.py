@@ -44,21 +44,47 @@ def hold_kafka_python_sends(producer: Any) -> bool:
 
 
 def hold_aiokafka_sends(producer: Any) -> bool:
-    """Gate an ``AIOKafkaProducer``'s sender; False if its internals are not as known."""
+    """Gate an ``AIOKafkaProducer``'s sender; False if its internals are not as known.
+
+    aiokafka clears a failed metadata refresh like a successful one, and an idle producer
+    notices a restarted broker only when it sends. So with a single broker (the embedded
+    one), batches are also held while a connection is down or newer than the last
+    successful metadata refresh; with several brokers only a pending refresh holds them.
+    """
     accumulator = getattr(producer, "_message_accumulator", None)
     client = getattr(producer, "client", None)
     drain = getattr(accumulator, "drain_by_nodes", None)
-    if drain is None or not hasattr(client, "_md_update_fut"):
+    update = getattr(client, "_metadata_update", None)
+    if drain is None or update is None or not hasattr(client, "_conns"):
         log.warning("aiokafka internals changed; sends are not held for fresh metadata")
         return False
     if getattr(accumulator, "_held_for_metadata", False):
         return True
+    fresh_with: set[int] = set()  # ids of the connections the last good refresh found
+
+    async def metadata_update(cluster_metadata: Any, topics: Any) -> bool:
+        ok = await update(cluster_metadata, topics)
+        if ok:
+            fresh_with.clear()
+            fresh_with.update(id(c) for c in client._conns.values() if c.connected())
+        return ok
+
+    def stale() -> bool:
+        if client._md_update_fut is not None:
+            return True
+        if len(client.cluster.brokers()) > 1:
+            return False
+        # Any connection dropped, replaced or added since the last good refresh.
+        return {id(c) for c in client._conns.values() if c.connected()} != fresh_with
 
     def drain_once_metadata_is_fresh(ignore_nodes: Any, muted_partitions: Any = frozenset()):
-        if client._md_update_fut is not None:
-            # Nothing to send, "unknown leaders": the sender waits for the metadata update.
+        if stale():
+            # Nothing to send, "unknown leaders": the sender asks for a metadata refresh
+            # and waits for it (or its back-off), then comes back here.
             return {}, True
         return drain(ignore_nodes=ignore_nodes, muted_partitions=muted_partitions)
+
+    client._metadata_update = metadata_update
 
     accumulator.drain_by_nodes = drain_once_metadata_is_fresh
     accumulator._held_for_metadata = True
