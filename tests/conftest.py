@@ -232,3 +232,28 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def memory_pipeline(tmp_path: Path, **overrides):
+    """(settings, app, pipeline) for ``agent.test_context()`` tests: memory store, no broker,
+    outgoing sends replaced by ``AsyncMock``s the test can inspect."""
+    from unittest.mock import AsyncMock
+
+    from stream_app.app import build_app
+
+    values = dict(
+        text_encoder="hashing",
+        data_dir=str(tmp_path),
+        batch_wait_s=0.01,
+        catalog_wait_s=0.0,  # no catalog follower runs in test_context
+    )
+    values.update(overrides)
+    settings = Settings.from_env(env={}, **values)
+    app, pipeline = build_app(settings, store="memory://")
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    pipeline.recommendations_topic.send = AsyncMock()
+    pipeline.dead_letters_topic.send = AsyncMock()
+    pipeline.events_topic.send = AsyncMock()
+    return settings, app, pipeline

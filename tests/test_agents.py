@@ -2,35 +2,18 @@
 
 import asyncio
 import json
-from unittest.mock import AsyncMock
 
 import pytest
 
 from schemas import Recommendation
-from stream_app.app import build_app
-from stream_app.settings import Settings
-from tests.conftest import event
+from tests.conftest import event, memory_pipeline
 
 NOW_TS = 1_700_000_000.0
 
 
 @pytest.fixture
 def pipeline(tmp_path):
-    settings = Settings.from_env(
-        env={},
-        text_encoder="hashing",
-        data_dir=str(tmp_path),
-        batch_wait_s=0.01,
-        catalog_wait_s=0.0,  # no catalog follower runs in test_context
-    )
-    app, pipeline = build_app(settings, store="memory://")
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
-    pipeline.recommendations_topic.send = AsyncMock()
-    pipeline.dead_letters_topic.send = AsyncMock()
-    pipeline.events_topic.send = AsyncMock()
-    return pipeline
+    return memory_pipeline(tmp_path)[2]
 
 
 async def _drain(agent, payloads, keys):

@@ -7,36 +7,19 @@ import random
 import numpy as np
 import pytest
 
-from stream_app.app import build_app
-from stream_app.settings import Settings
-from tests.conftest import event
+from tests.conftest import event, memory_pipeline
 
 NOW_TS = 1_700_000_000.0
 
 
 def _pipeline(tmp_path, batch_size: int):
-    settings = Settings.from_env(
-        env={},
+    # Gate learning off: SGD order follows batching by design; everything else must not.
+    return memory_pipeline(
+        tmp_path / str(batch_size),
         app_id=f"batching-{batch_size}",
-        text_encoder="hashing",
-        data_dir=str(tmp_path / str(batch_size)),
         batch_size=batch_size,
-        batch_wait_s=0.01,
-        catalog_wait_s=0.0,
-        gate_learning=False,  # SGD order follows batching by design; everything else must not
-    )
-    app, pipeline = build_app(settings, store="memory://")
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
-    sent = []
-
-    async def capture(**kwargs):
-        sent.append(kwargs)
-
-    pipeline.recommendations_topic.send = capture
-    pipeline.dead_letters_topic.send = capture
-    return pipeline
+        gate_learning=False,
+    )[2]
 
 
 def _stream(n_events: int = 240, seed: int = 5) -> list[dict]:

@@ -7,7 +7,6 @@ import logging.config
 import sys
 from collections import defaultdict
 from types import SimpleNamespace
-from unittest.mock import AsyncMock
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from stream_app.logging_setup import JsonFormatter, worker_logging_config
 from stream_app.metrics import PartitionLag, WindowedHistogram, WorkerLag, WorkerMetrics, total_lag
 from stream_app.settings import ConfigError, Settings
 from stream_app.web import dashboard_html
-from tests.conftest import event
+from tests.conftest import event, memory_pipeline
 
 NOW_TS = 1_700_000_000.0
 
@@ -166,21 +165,7 @@ def test_worker_lag_reads_highwater_and_committed_offsets_of_input_topics_only()
 
 @pytest.fixture
 def pipeline(tmp_path):
-    settings = Settings.from_env(
-        env={},
-        text_encoder="hashing",
-        data_dir=str(tmp_path),
-        batch_wait_s=0.01,
-        catalog_wait_s=0.0,
-    )
-    app, pipeline = build_app(settings, store="memory://")
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
-    pipeline.recommendations_topic.send = AsyncMock()
-    pipeline.dead_letters_topic.send = AsyncMock()
-    pipeline.events_topic.send = AsyncMock()
-    return settings, app, pipeline
+    return memory_pipeline(tmp_path)
 
 
 async def _drain(agent, messages):
