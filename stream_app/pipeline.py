@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import faust.streams as faust_streams
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import BehaviorEvent, InvalidInput, ValidationPolicy, parse_catalog_item
@@ -104,6 +106,17 @@ class Pipeline:
     dead_letters_topic: Any
     profiles: Any
     agents: dict[str, Any]
+
+
+def table_writes_go_with(event: faust.EventT) -> None:
+    """Make ``event`` the one whose partition the table reads and writes (its changelog).
+
+    Tables read Faust's "current event" context variable. Only that is set here, not the
+    stream's own ``current_event``, which ``take_events`` reads to buffer the message that
+    arrives meanwhile: pointed at another event, it buffers that event a second time and
+    drops the new message (processed twice, the next one never, and no commit past it).
+    """
+    faust_streams._current_event.set(weakref.ref(event))
 
 
 def record_source(message: Any) -> tuple[int, ...]:
@@ -194,7 +207,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         kafka_times: list[float] = []  # of the events behind this batch's recommendations
         loaded = {}
         for user_id, user_events in by_user.items():
-            stream._set_current_event(user_events[-1][1])
+            table_writes_go_with(user_events[-1][1])
             loaded[user_id] = engine.load_profile(user_id, profiles.get(user_id))
         # The gate learns from users as they were before this batch, once the batch's
         # recommendations are out: its cost stays off the latency path.
@@ -206,7 +219,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         for user_id, user_events in by_user.items():
             # The table writes to the changelog partition of the "current event";
             # within a micro-batch that must be this user's own event.
-            stream._set_current_event(user_events[-1][1])
+            table_writes_go_with(user_events[-1][1])
             try:
                 profile = loaded[user_id]
                 engine.merge_long_term(profile)
@@ -280,6 +293,11 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         """Broker restarts: no retried write may re-create a topic (stream_app/produce_gate.py)."""
         if not produce_gate.hold_faust_sends(app):
             log.warning("producer sends are not held for fresh metadata after reconnects")
+        # The user endpoints route by the events topic's partitioner, which reads the
+        # producer's metadata; a refresh only keeps topics the producer tracks.
+        producer = getattr(app.producer, "_producer", None)
+        if producer is not None:
+            producer.client.add_topic(settings.topic_events)
 
     @app.timer(settings.long_term_interval_s)
     async def periodic_long_term_merge() -> None:

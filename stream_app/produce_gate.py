@@ -16,6 +16,7 @@ for the refresh (or its back-off) as it does for an unknown leader. Records stil
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -62,11 +63,17 @@ def hold_aiokafka_sends(producer: Any) -> bool:
         return True
     fresh_with: set[int] = set()  # ids of the connections the last good refresh found
 
+    backoff_s = getattr(client, "_retry_backoff", 0.1)
+
     async def metadata_update(cluster_metadata: Any, topics: Any) -> bool:
         ok = await update(cluster_metadata, topics)
         if ok:
             fresh_with.clear()
             fresh_with.update(id(c) for c in client._conns.values() if c.connected())
+        else:
+            # The held sender asks again at once: without a pause it would spin while the
+            # broker is down.
+            await asyncio.sleep(max(backoff_s, 0.5))
         return ok
 
     def stale() -> bool:
