@@ -3,11 +3,14 @@
 - ``process_events`` (agent, partitioned by user): micro-batches of raw events;
   bad ones go to the dead-letter topic, each touched user's profile is updated
   in the ``user-profiles`` table, and one recommendation per touched user is
-  emitted per micro-batch.
+  emitted per micro-batch. A ``delete_user`` event deletes the user's profile and
+  publishes a tombstone for them on the recommendations topic.
 - ``validate_catalog`` (agent): dead-letters bad catalog messages.
 - ``follow_catalog`` (task, every worker): reads the whole catalog topic, since
   every worker must be able to rank every item, and embeds new items off the
   event loop so they become recommendable without a restart.
+- ``reload_sequence_checkpoint`` (timer): swaps in a new checkpoint written to
+  ``STREAMREC_SEQUENCE_CHECKPOINT``; a bad one is refused and the old model serves on.
 """
 
 from __future__ import annotations
@@ -67,6 +70,15 @@ BACKGROUND = ThreadPoolExecutor(
 
 # How often the worker looks for a new sequence checkpoint at STREAMREC_SEQUENCE_CHECKPOINT.
 CHECKPOINT_WATCH_INTERVAL_S = 5.0
+
+# RocksDB memory per table partition (Faust's defaults: 3 x 64 MiB write buffers and a 2 GiB
+# block cache per partition). User state is small and overwritten in place, so a flood
+# mostly churns write buffers: these bound a worker's table memory to ~32 MiB per partition.
+TABLE_STORE_OPTIONS = {
+    "write_buffer_size": 8 * 2**20,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 2**20,
+}
 
 
 @dataclass
@@ -164,6 +176,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         # Values are compact JSON bytes (Engine.stored_form): state size is a budget.
         schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="raw"),
         partitions=partitions,
+        options=dict(TABLE_STORE_OPTIONS),  # Faust copies nothing: give each table its own
     )
 
     async def send_dead_letter(message: Any, kind: str, text: str) -> None:

@@ -106,6 +106,13 @@ def crash_restart(
             log.info("trial %d: worker killed after %d events sent", trial, stream.sent)
             time.sleep(rng.uniform(0.0, 1.0))
             scenario.start("w1")
+            if rng.random() < 0.3:  # now and then, again while it starts and restores its table
+                time.sleep(rng.uniform(0.5, 4.0))
+                if scenario.alive("w1"):
+                    scenario.kill9("w1")
+                    report["faults"] += 1
+                    report["kills_during_startup"] = report.get("kills_during_startup", 0) + 1
+                    scenario.start("w1")
             ready_s.append(scenario.wait_ready("w1", timeout=timeout_s) + time.monotonic() - killed)
             resumed = _wait_for(lambda k=killed: watcher.first_after(k, ledger.produced_at), 120)
             assert resumed, f"no recommendation after restart {trial}:\n{scenario.logs()}"
@@ -463,6 +470,11 @@ def flood(
             rss_baseline_mb=round(baseline / 2**20),
             rss_peak_mb=round(peak / 2**20),
             rss_growth_mb=round((peak - baseline) / 2**20),
+            # (seconds, lag, worker RSS MB): memory against backlog over the run
+            lag_and_rss=[
+                (round(t), lag_value, round(_rss_at(sampler, started + t) / 2**20))
+                for t, lag_value in lag_samples[:: max(1, len(lag_samples) // 12)]
+            ],
             worker_alive=scenario.alive("w1"),
             wrong_users=wrong,
             lost_or_duplicated=len(wrong),
@@ -607,6 +619,11 @@ def hostile_input(
             sampler.stop()
         report["logs"] = scenario.logs() if report.get("lost_or_duplicated", 1) else ""
         scenario.stop_all()
+
+
+def _rss_at(sampler: ResourceSampler, moment: float) -> int:
+    before = [rss for t, rss, _ in sampler.samples if t <= moment]
+    return before[-1] if before else 0
 
 
 def worker_counters(scenario: Scenario, name: str) -> dict[str, Any]:
