@@ -7,17 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from unittest.mock import AsyncMock
 
 import pytest
 
 from models.events import USER_DELETION
 from schemas.records import UserDeletion
 from schemas.validation import InvalidInput, parse_event, parse_input
-from stream_app.app import build_app
 from stream_app.engine import Engine
 from stream_app.settings import Settings
-from tests.conftest import event
+from tests.conftest import event, memory_pipeline
 from tests.reliability.harness import EventSource, Ledger, Producer, Scenario, read_topic
 from tests.reliability.hostile import PII
 
@@ -71,17 +69,7 @@ def test_engine_forgets_what_it_holds_in_memory(tmp_path):
 
 @pytest.fixture
 def pipeline(tmp_path):
-    settings = Settings.from_env(
-        env={}, text_encoder="hashing", data_dir=str(tmp_path), batch_wait_s=0.01, catalog_wait_s=0
-    )
-    app, pipeline = build_app(settings, store="memory://")
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
-    pipeline.recommendations_topic.send = AsyncMock()
-    pipeline.dead_letters_topic.send = AsyncMock()
-    pipeline.events_topic.send = AsyncMock()
-    return pipeline
+    return memory_pipeline(tmp_path)[2]
 
 
 async def _drain(agent, messages):
