@@ -93,6 +93,11 @@ class UserProfile:
         if source is not None:
             self.last_source = source
 
+    def forgotten(self, event_id: str, source: tuple[int, ...] | None) -> None:
+        """Remember only the deletion that emptied this profile, to recognise its replay."""
+        self.recent_ids = [event_fingerprint(event_id)]
+        self.last_source = source
+
     def copy(self) -> UserProfile:
         return UserProfile.from_dict(self.to_dict())
 

@@ -131,8 +131,14 @@ def table_writes_go_with(event: faust.EventT) -> None:
     faust_streams._current_event.set(weakref.ref(event))
 
 
-def record_source(message: Any) -> tuple[int, ...]:
-    """Where a record sits: (partition, offset, timestamp ms); see models/profile.py."""
+def record_source(message: Any, rewound_below: Any = None) -> tuple[int, ...] | None:
+    """Where a record sits: (partition, offset, timestamp ms); see models/profile.py.
+
+    ``None`` (replays told by event id only) below the point an input partition was read
+    again from after the broker lost its data (stream_app/table_recovery.py).
+    """
+    if rewound_below and message.offset < rewound_below.get(message.tp, -1):
+        return None
     if message.timestamp:
         return (message.partition, message.offset, round(message.timestamp * 1000))
     return (message.partition, message.offset)
@@ -238,13 +244,19 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 engine.merge_long_term(profile)
                 changed: str | None = None
                 deleted = False
+                rewound_below = getattr(app.tables.recovery, "rewound_below", None)
                 for record, event in user_events:
+                    source = record_source(event.message, rewound_below)
                     if isinstance(record, UserDeletion):
-                        # Forget everything so far; later events start a new profile.
+                        if profile.is_duplicate(record.event_id, source):
+                            stats.duplicates += 1  # a replayed deletion must not wipe newer events
+                            continue
+                        # Forget everything so far; later events start a new profile, which
+                        # remembers the deletion so that a replay of it is recognised.
                         profile, changed, deleted = engine.forget(user_id), None, True
+                        profile.forgotten(record.event_id, source)
                         stats.users_deleted += 1
                         continue
-                    source = record_source(event.message)
                     if engine.apply(profile, record, source):
                         changed = record.event_id  # the latest applied event triggers
                         stats.events_applied += 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,14 @@ def hold_aiokafka_sends(producer: Any) -> bool:
         return False
     if getattr(accumulator, "_held_for_metadata", False):
         return True
-    fresh_with: set[int] = set()  # ids of the connections the last good refresh found
-
+    fresh_with: weakref.WeakSet = weakref.WeakSet()  # connections of the last good refresh
     backoff_s = getattr(client, "_retry_backoff", 0.1)
 
     async def metadata_update(cluster_metadata: Any, topics: Any) -> bool:
         ok = await update(cluster_metadata, topics)
         if ok:
             fresh_with.clear()
-            fresh_with.update(id(c) for c in client._conns.values() if c.connected())
+            fresh_with.update(c for c in client._conns.values() if c.connected())
         else:
             # The held sender asks again at once: without a pause it would spin while the
             # broker is down.
@@ -82,7 +82,7 @@ def hold_aiokafka_sends(producer: Any) -> bool:
         if len(client.cluster.brokers()) > 1:
             return False
         # Any connection dropped, replaced or added since the last good refresh.
-        return {id(c) for c in client._conns.values() if c.connected()} != fresh_with
+        return {c for c in client._conns.values() if c.connected()} != set(fresh_with)
 
     def drain_once_metadata_is_fresh(ignore_nodes: Any, muted_partitions: Any = frozenset()):
         if stale():

@@ -15,6 +15,12 @@ that here (see BROKER-NOTES):
 - A memory-only broker that restarts comes back without the changelog. The local store then
   holds the only copy of the table; it is kept (a warning says the broker lost data) and its
   persisted offset lowered to the new log end instead of crashing the worker.
+- Faust drops a fetched message whose offset is below the last one it dispatched for the
+  partition ("DROPPED MESSAGE ROFF"). After a restart that mark was seen ahead of the
+  committed offset: a worker restarted after ``kill -9`` skipped everything from its committed
+  offset to the log end (1,706 and 3,380 messages in two of seventeen restarts), and those
+  events were lost. State updates here are idempotent, so :class:`NeverDropRedelivered` has
+  Faust deliver such a message again instead; it is recognised as a replay downstream.
 - The worker notices the loss by the topics' identities (Kafka topic ids), which change when
   a topic is re-created, or by a changelog shorter than what the local store persisted.
 - After such a loss the input topics are new logs too, whose offsets start again at 0, but
@@ -102,17 +108,34 @@ def topic_ids(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
         consumer.close()
 
 
+class NeverDropRedelivered(dict):
+    """Faust's per-partition "last offset read", which Faust may keep; never used to drop.
+
+    Faust's fetch loop drops a message whose offset is below this mark and takes no gap
+    from it when the mark reads as ``None``; everything else (seek, rebalance) stores and
+    clears marks as before.
+    """
+
+    def __getitem__(self, tp: Any) -> None:
+        return None
+
+
 class ChangelogRecovery(Recovery):
     """Faust's recovery with true log ends, keeping the local store if the broker lost data."""
 
     settings: Settings
     _broker_lost_data = False
     _known_topic_ids: dict[str, Any] | None = None
+    #: Input partitions read again from 0 after a loss -> the log end at that moment. Below
+    #: it, records may arrive after later ones were applied (the worker read the new log at
+    #: its old offsets before it noticed the loss), so only event ids tell a replay.
+    rewound_below: dict[TP, int] | None = None
 
     async def _build_highwaters(
         self, consumer: Any, tps: set[TP], destination: Any, title: str
     ) -> None:
         self._wrap_perform_seek(self.app.consumer)
+        self._never_drop_redelivered(self.app.consumer)
         if title == "active":
             await self._notice_recreated_topics()
         ends = await asyncio.wait_for(log_end_offsets(self.settings, tps), timeout=30.0)
@@ -164,6 +187,12 @@ class ChangelogRecovery(Recovery):
             offsets[tp] = highwater
             self._broker_lost_data = True
 
+    @staticmethod
+    def _never_drop_redelivered(consumer: Any) -> None:
+        """Before Faust's fetch loop starts (it binds the mapping's methods when it does)."""
+        if not isinstance(consumer._read_offset, NeverDropRedelivered):
+            consumer._read_offset = NeverDropRedelivered(consumer._read_offset)
+
     def _wrap_perform_seek(self, consumer: Any) -> None:
         """After every "seek input partitions to committed offsets", rewind lost logs."""
         if getattr(consumer, "_rewinds_lost_inputs", False):
@@ -183,22 +212,35 @@ class ChangelogRecovery(Recovery):
             return
         lost = set(inputs) if self._broker_lost_data else set()
         self._broker_lost_data = False
+        if lost:
+            # Known lost: rewind before anything else awaits, so that the fetcher reads as
+            # little as possible of the new logs at the old offsets.
+            await self._read_again_from_start(consumer, lost)
         ends = await asyncio.wait_for(log_end_offsets(self.settings, inputs), timeout=30.0)
-        for tp in inputs:
+        for tp in inputs - lost:
             committed = consumer._committed_offset.get(tp)
             if committed is not None and committed > ends[tp]:
                 lost.add(tp)  # a commit past the end of the log: not this log's offset
+                await self._read_again_from_start(consumer, {tp})
         if not lost:
             return
         log.warning(
             "input logs were lost or re-created (%s); reading them again from the beginning",
             _describe({tp: ends[tp] for tp in lost}),
         )
+        if self.rewound_below is None:
+            self.rewound_below = {}
+        for tp in lost:
+            self.rewound_below[tp] = ends[tp]
+
+    @staticmethod
+    async def _read_again_from_start(consumer: Any, lost: set[TP]) -> None:
         # Events of the old logs still in flight are processed, but their offsets must not be
         # committed to the new logs: mark them acknowledged already.
         for message in list(consumer._unacked_messages):
-            message.acked = True
-            consumer._unacked_messages.discard(message)
+            if message.tp in lost:
+                message.acked = True
+                consumer._unacked_messages.discard(message)
         for tp in lost:
             for bookkeeping in (
                 consumer._acked,

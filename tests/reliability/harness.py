@@ -145,9 +145,12 @@ class Producer:
         self.offsets: dict[int, int] = defaultdict(lambda: -1)  # partition -> max offset
         self._lock = threading.Lock()
 
-    def send(self, doc: dict, key: str | None = None) -> None:
+    def send(self, doc: dict, key: str | None = None, value: bytes | None = None) -> None:
+        """Send ``doc`` (or ``value``, its encoding made beforehand, to offer load faster)."""
         key = doc["user_id"] if key is None else key
-        future = self.producer.send(self.settings.topic_events, key=key, value=doc)
+        future = self.producer.send(
+            self.settings.topic_events, key=key, value=doc if value is None else value
+        )
         self.ledger.produced_at[doc["event_id"]] = time.monotonic()
 
         def acked(metadata: Any, doc: dict = doc) -> None:

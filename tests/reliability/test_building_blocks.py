@@ -147,3 +147,35 @@ def test_outage_log_lines_are_throttled_per_kind():
     assert passed[1] == "a different problem"
     assert passed[2].endswith("[99 more like this in 10s]")
     assert len(passed) == 3
+
+
+def test_worker_producer_writes_after_a_broker_restart_reach_a_real_topic(broker, tmp_path):
+    """An idle aiokafka producer writes with stale metadata after the broker restarted: the
+    embedded broker acknowledges, yet no topic holds the records. Held for fresh metadata
+    (which re-creates the topic properly), they land."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream_app.produce_gate import hold_aiokafka_sends
+
+    settings = Settings.from_env(env={}, kafka_bootstrap=broker.bootstrap)
+
+    async def scenario() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        try:
+            assert hold_aiokafka_sends(producer)
+            await (await producer.send("worker-out", b"before", key=b"k"))
+            broker.stop()
+            await asyncio.sleep(2)
+            restarted = EmbeddedBroker(broker.port, log_path=tmp_path / "broker.log").start()
+            try:
+                await asyncio.sleep(2)  # idle: nothing told the producer
+                sent = [await producer.send("worker-out", b"after", key=b"k") for _ in range(5)]
+                await asyncio.wait_for(asyncio.gather(*sent), 60)
+                return len(read_topic(settings, "worker-out", timeout=15))
+            finally:
+                restarted.stop()
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(scenario()) == 5

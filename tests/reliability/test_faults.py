@@ -41,11 +41,6 @@ def test_survivor_takes_over_and_matches_a_crash_free_run(tmp_path, record_repor
     assert report["all_users_served_again_s"] is not None, report
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue 6 open): across a restart of the memory-only broker, 1-2 events "
-    "per user produced around the outage were not applied in one CI run in two",
-)
 def test_broker_outage_of_30_s_worker_survives_cli_retries_and_work_resumes(
     tmp_path, record_report
 ):

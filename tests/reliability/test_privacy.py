@@ -117,6 +117,29 @@ async def test_deletion_and_new_events_in_one_batch(pipeline):
     assert sent[-1]["value"] is not None  # then the new list
 
 
+@pytest.mark.asyncio
+async def test_a_replayed_deletion_leaves_the_same_state(pipeline):
+    """Retried within a batch it is recognised; replayed after a crash (in order, with the
+    events after it) it empties the profile again and the events after it rebuild it."""
+    first = [
+        ("u1", event("a0", "u1", "i0", NOW_TS)),
+        ("u1", deletion("d1", "u1")),
+        ("u1", event("a1", "u1", "i1", NOW_TS + 2000)),
+        ("u1", deletion("d1", "u1")),  # a producer retry of the same deletion
+    ]
+    async with pipeline.agents["process-events"].test_context() as context:
+        for key, doc in first:  # no pause: one micro-batch
+            await context.put(value=json.dumps(doc).encode(), key=key.encode())
+        await asyncio.sleep(0.3)
+    profile = pipeline.engine.load_profile("u1", pipeline.profiles.get("u1"))
+    assert profile.items == ["i1"] and profile.events_applied == 1
+    assert pipeline.stats.users_deleted == 1 and pipeline.stats.duplicates == 1
+
+    await _drain(pipeline.agents["process-events"], first[1:3])  # replayed after a crash
+    profile = pipeline.engine.load_profile("u1", pipeline.profiles.get("u1"))
+    assert profile.items == ["i1"] and profile.events_applied == 1
+
+
 @pytest.mark.integration
 def test_deleted_user_is_gone_everywhere_also_after_a_crash(tmp_path, record_report):
     scenario = Scenario(tmp_path / "privacy", partitions=2)
