@@ -7,7 +7,6 @@ time to "let things settle": every wait polls a condition under a deadline.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import statistics
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.reliability.harness import (
+    BulkSender,
     EventSource,
     Ledger,
     Producer,
@@ -403,7 +403,7 @@ def flood(
     pad_bytes: int = 900,
     timeout_s: float = 300.0,
 ) -> dict[str, Any]:
-    """Offer events as fast as the producer can — several times what the worker processes.
+    """Offer events as fast as the broker takes them — many times what the worker processes.
 
     Lag must grow (the worker cannot keep up), the worker's memory must stay bounded (it
     must not buffer the backlog: each event carries ``pad_bytes`` of context, so holding
@@ -423,25 +423,25 @@ def flood(
         baseline = rss_bytes(worker.proc.pid)
         sampler = ResourceSampler(lambda: worker.proc.pid, interval=0.2)
         sampler.start()
-        producer = Producer(scenario.settings, ledger, linger_ms=20, batch_size=256 * 1024)
+        pad = "x" * pad_bytes
+        sender = BulkSender(
+            scenario.settings,
+            ledger,
+            [dict(source.next(), context={"pad": pad}) for _ in range(events)],
+        )
         lag_samples: list[tuple[float, int]] = []
 
         def lag() -> int:
             """Events produced (acknowledged) but not read by the worker yet."""
             read = events_read(scenario, "w1")
-            return sum(producer.end_offsets().values()) - (read or 0)
+            return sum(sender.end_offsets().values()) - (read or 0)
 
-        pad = "x" * pad_bytes
-        docs = [dict(source.next(), context={"pad": pad}) for _ in range(events)]
-        # Encoded beforehand: the producer shares two cores with the broker and the worker,
-        # and only by sending ready bytes does it offer several times what the worker takes.
-        encoded = [json.dumps(doc, separators=(",", ":")).encode() for doc in docs]
         started = time.monotonic()
-        for n, (doc, value) in enumerate(zip(docs, encoded, strict=True)):
-            producer.send(doc, value=value)
-            if n % 5000 == 4999:
-                lag_samples.append((time.monotonic() - started, lag()))
-        producer.flush()
+        sender.start()
+        while sender.is_alive():
+            sender.join(1.0)
+            lag_samples.append((time.monotonic() - started, lag()))
+        sender.flush()
         produced_s = time.monotonic() - started
         report["faults"] = 1
         flood_end_lag = lag()
@@ -454,7 +454,6 @@ def flood(
                 break
             time.sleep(1.0)
         drained_s = time.monotonic() - started
-        producer.close()
         wrong = scenario.wait_consistent(ledger, timeout=120)
         sampler.stop()
         processing_rate = events / max(drained_s, 1e-9)

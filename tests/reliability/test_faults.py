@@ -60,9 +60,9 @@ def test_broker_outage_of_30_s_worker_survives_cli_retries_and_work_resumes(
 def test_flood_grows_lag_not_memory_drops_nothing_and_drains(tmp_path, record_report):
     report = record_report(scenarios.flood(tmp_path, _seed(), events=60_000 * SOAK))
     assert report["worker_alive"]
-    # Offered faster than it is processed (about 2x on 2 shared cores: the producer, the
-    # broker and the worker compete for them), so the backlog piles up in Kafka...
-    assert report["offered_over_capacity"] >= 1.5, report
+    # Offered several times faster than it is processed (ready-made record batches), so the
+    # backlog piles up in Kafka...
+    assert report["offered_over_capacity"] >= 3, report
     assert report["lag_at_end_of_flood"] > 0.3 * report["events"], report
     # ...and drains once the flood stops, with every event applied exactly once.
     assert report["final_lag"] == 0, report
