@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ import faust
 import faust.streams as faust_streams
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from models.profile import UserProfile
 from schemas import BehaviorEvent, InvalidInput, ValidationPolicy, parse_catalog_item
 from schemas.records import DeadLetter, UserDeletion
 from schemas.validation import parse_input
@@ -118,6 +119,62 @@ class Pipeline:
     dead_letters_topic: Any
     profiles: Any
     agents: dict[str, Any]
+    send_debounced: Any = None  # recommends held users now (a timer calls it)
+    debounce: RecommendDebounce | None = None
+
+
+class RecommendDebounce:
+    """At most one recommendation per user per ``interval_s``; a change sooner waits.
+
+    A waiting user keeps only the latest trigger (the list reflects every change made by
+    then) and the Kafka times of all the events behind it, for the latency metric. Memory
+    is bounded by the users recommended within the last interval.
+    """
+
+    def __init__(self, interval_s: float, clock: Any = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last: OrderedDict[str, float] = OrderedDict()  # user -> last sent, oldest first
+        self.waiting: dict[str, tuple[str, list[float]]] = {}
+
+    def admit(self, user_id: str, trigger: str, kafka_times: list[float]) -> bool:
+        """True: recommend now. False: held until :meth:`due`."""
+        if self.interval_s <= 0:
+            return True
+        now = self.clock()
+        last = self._last.get(user_id)
+        if last is not None and now - last < self.interval_s:
+            held = self.waiting.get(user_id)
+            self.waiting[user_id] = (trigger, (held[1] if held else []) + kafka_times)
+            return False
+        self._sent(user_id, now)
+        return True
+
+    def due(self) -> list[tuple[str, str, list[float]]]:
+        """(user, trigger, kafka times) of waiting users whose interval is over."""
+        now = self.clock()
+        ready = [
+            (user, *held)
+            for user, held in self.waiting.items()
+            if now - self._last.get(user, -self.interval_s) >= self.interval_s
+        ]
+        for user, _, _ in ready:
+            self._sent(user, now)
+        while self._last:  # users last sent an interval ago hold nothing back any more
+            user, at = next(iter(self._last.items()))
+            if now - at < self.interval_s or user in self.waiting:
+                break
+            del self._last[user]
+        return ready
+
+    def forget(self, user_id: str) -> None:
+        self._last.pop(user_id, None)
+        self.waiting.pop(user_id, None)
+
+    def _sent(self, user_id: str, now: float) -> None:
+        self.waiting.pop(user_id, None)
+        self._last[user_id] = now
+        self._last.move_to_end(user_id)
 
 
 def table_writes_go_with(event: faust.EventT) -> None:
@@ -184,6 +241,8 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         partitions=partitions,
         options=dict(TABLE_STORE_OPTIONS),  # Faust copies nothing: give each table its own
     )
+
+    debounce = RecommendDebounce(settings.recommend_debounce_s)
 
     async def send_dead_letter(message: Any, kind: str, text: str) -> None:
         stats.dead_letters[kind] += 1
@@ -263,15 +322,18 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                     else:
                         stats.duplicates += 1
                 if deleted:
+                    debounce.forget(user_id)
                     deleted_users.append(user_id)
                     if not changed and profiles.get(user_id) is not None:
                         del profiles[user_id]  # a tombstone on the changelog too
                 if changed:
                     engine.note_activity(profile)
                     profiles[user_id] = engine.stored_form(profile)
-                    touched.append(profile)
-                    triggers.append(changed)
-                    kafka_times.extend(event.message.timestamp for _, event in user_events)
+                    times = [event.message.timestamp for _, event in user_events]
+                    if debounce.admit(user_id, changed, times):
+                        touched.append(profile)
+                        triggers.append(changed)
+                        kafka_times.extend(times)
             except Exception as exc:  # noqa: BLE001 - input must never kill the worker
                 log.exception("processing failed for user %s", user_id)
                 for _, event in user_events:
@@ -280,24 +342,50 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
             # A tombstone: consumers of the recommendations topic drop the user's list, and
             # compaction removes the earlier lists.
             await recommendations_topic.send(key=user_id.encode("utf-8"), value=None)
-        if touched:
-            try:
-                recommendations = engine.recommend(touched, triggers)
-            except Exception:  # noqa: BLE001 - state is saved; the next batch recommends again
-                log.exception("ranking failed for %d users", len(touched))
-                stats.ranking_errors += 1
-                return  # no gate learning from a batch the ranker failed on
-            for recommendation in recommendations:
-                await recommendations_topic.send(
-                    key=recommendation["user_id"].encode(),
-                    value=json.dumps(recommendation, separators=(",", ":")).encode(),
-                )
-            stats.recommendations_out += len(touched)
-            stats.end_to_end_seconds.observe_ages(kafka_times)
+        if touched and not await _send_recommendations(touched, triggers, kafka_times):
+            return  # no gate learning from a batch the ranker failed on
         try:
             engine.learn_gate(*gate_examples)
         except Exception:  # noqa: BLE001 - the blend keeps its last weights
             log.exception("gate learning failed")
+
+    async def _send_recommendations(
+        touched: list[UserProfile], triggers: list[str], kafka_times: list[float]
+    ) -> bool:
+        try:
+            recommendations = engine.recommend(touched, triggers)
+        except Exception:  # noqa: BLE001 - state is saved; the next change recommends again
+            log.exception("ranking failed for %d users", len(touched))
+            stats.ranking_errors += 1
+            return False
+        for recommendation in recommendations:
+            await recommendations_topic.send(
+                key=recommendation["user_id"].encode(),
+                value=json.dumps(recommendation, separators=(",", ":")).encode(),
+            )
+        stats.recommendations_out += len(touched)
+        stats.end_to_end_seconds.observe_ages(kafka_times)
+        return True
+
+    async def send_debounced() -> int:
+        """Recommend the held users whose interval is over, from their stored state."""
+        touched, triggers, kafka_times = [], [], []
+        for user_id, trigger, times in debounce.due():
+            stored = profiles.get(user_id)
+            if stored is None:
+                continue  # deleted, or its partition moved to another worker meanwhile
+            touched.append(engine.load_profile(user_id, stored))
+            triggers.append(trigger)
+            kafka_times.extend(times)
+        if touched:
+            await _send_recommendations(touched, triggers, kafka_times)
+        return len(touched)
+
+    if settings.recommend_debounce_s > 0:
+
+        @app.timer(max(settings.recommend_debounce_s / 4, 0.01))
+        async def send_debounced_recommendations() -> None:
+            await send_debounced()
 
     @app.agent(catalog_topic, name="validate-catalog")
     async def validate_catalog(stream: faust.StreamT) -> None:
@@ -382,6 +470,8 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         dead_letters_topic=dead_letters_topic,
         profiles=profiles,
         agents={"process-events": process_events, "validate-catalog": validate_catalog},
+        send_debounced=send_debounced,
+        debounce=debounce,
     )
     register_views(app, settings, follower, pipeline)
     return pipeline

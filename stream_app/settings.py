@@ -91,6 +91,9 @@ class Settings:
     # processing
     batch_size: int = 500
     batch_wait_s: float = 0.05
+    # Per user, at most one recommendation per this many seconds (0: one per micro-batch in
+    # which the user changed). A user changed sooner waits; their latest change is ranked then.
+    recommend_debounce_s: float = 0.0
     commit_interval_s: float = 2.8  # how often consumed offsets are committed
     fetch_max_wait_s: float = 0.1  # Fetch long-poll; bounds added latency (see app.py)
     catalog_wait_s: float = 120.0  # at start, hold events until the catalog is read
@@ -155,6 +158,8 @@ class Settings:
             raise ConfigError("STREAMREC_KAFKA_BOOTSTRAP is empty")
         if self.partitions < 1 or self.batch_size < 1 or self.top_k < 1:
             raise ConfigError("partitions, batch_size and top_k must be >= 1")
+        if self.recommend_debounce_s < 0:
+            raise ConfigError("recommend_debounce_s must be >= 0")
         if not 0.0 <= self.gate_sample_rate <= 1.0:
             raise ConfigError("STREAMREC_GATE_SAMPLE_RATE must be between 0 and 1")
         if self.unknown_fields not in ("ignore", "reject"):

@@ -65,3 +65,61 @@ async def test_state_and_rankings_do_not_depend_on_batch_size(tmp_path):
         np.testing.assert_allclose(
             [i["score"] for i in a["items"]], [i["score"] for i in b["items"]], rtol=1e-4, atol=1e-5
         )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_debounce_holds_a_user_changed_within_the_interval_and_keeps_the_latest_trigger():
+    from stream_app.pipeline import RecommendDebounce
+
+    clock = _Clock()
+    debounce = RecommendDebounce(1.0, clock=clock)
+    assert debounce.admit("u1", "e1", [1.0])
+    assert debounce.admit("u2", "e2", [1.0])
+    clock.now += 0.4
+    assert not debounce.admit("u1", "e3", [2.0])
+    assert not debounce.admit("u1", "e4", [3.0])
+    assert debounce.due() == []  # not yet
+    clock.now += 0.6
+    assert debounce.due() == [("u1", "e4", [2.0, 3.0])]  # the latest trigger, every event
+    assert debounce.due() == []
+    clock.now += 0.5
+    assert not debounce.admit("u1", "e5", [4.0])  # sent by due() 0.5 s ago
+    debounce.forget("u1")  # deleted: nothing held, nothing owed
+    assert debounce.due() == []
+    clock.now += 5.0
+    debounce.due()
+    assert not debounce._last  # memory: only users sent within the interval are kept
+    assert RecommendDebounce(0.0, clock=clock).admit("u1", "e6", [])  # off: always now
+
+
+@pytest.mark.asyncio
+async def test_debounced_users_get_one_recommendation_reflecting_all_their_events(tmp_path):
+    _, _, pipeline = memory_pipeline(
+        tmp_path, app_id="debounce", recommend_debounce_s=30.0, gate_learning=False
+    )
+    send = pipeline.recommendations_topic.send
+    events = [event(f"e{n}", "u1", f"i{n}", NOW_TS + n) for n in range(3)]
+    async with pipeline.agents["process-events"].test_context() as context:
+        for doc in events:  # one micro-batch each
+            await context.put(value=json.dumps(doc).encode(), key=b"u1")
+            await asyncio.sleep(0.1)
+        assert pipeline.stats.events_applied == 3
+        assert send.await_count == 1  # the first change; the next two wait
+        assert json.loads(send.await_args.kwargs["value"])["trigger_event_id"] == "e0"
+        assert await pipeline.send_debounced() == 0  # the interval is not over
+
+        later = pipeline.debounce.clock() + 31.0
+        pipeline.debounce.clock = lambda: later
+        assert await pipeline.send_debounced() == 1
+        assert send.await_count == 2
+        held = json.loads(send.await_args.kwargs["value"])
+        assert held["trigger_event_id"] == "e2"  # ranked from the state after all three
+        assert not {"i0", "i1", "i2"} & {item["item_id"] for item in held["items"]}
+        assert await pipeline.send_debounced() == 0  # sent once
