@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,7 @@ BACKGROUND = ThreadPoolExecutor(
 
 # How often the worker looks for a new sequence checkpoint at STREAMREC_SEQUENCE_CHECKPOINT.
 CHECKPOINT_WATCH_INTERVAL_S = 5.0
+LONG_TERM_USERS_PER_RUN = 64  # small runs: the pacing below then follows the load closely
 
 # RocksDB memory per table partition (Faust's defaults: 3 x 64 MiB write buffers and a 2 GiB
 # block cache per partition). User state is small and overwritten in place, so a flood
@@ -121,6 +123,29 @@ class Pipeline:
     agents: dict[str, Any]
     send_debounced: Any = None  # recommends held users now (a timer calls it)
     debounce: RecommendDebounce | None = None
+
+
+class TimeShare:
+    """Paces background work to a share of wall time: a run that took t seconds is
+    followed by a pause of t * (1 / share - 1). Wall time, not CPU time: a run slowed by
+    a busy machine also pauses longer."""
+
+    def __init__(self, share: float, clock: Any = time.monotonic) -> None:
+        self.share = share
+        self.clock = clock
+        self.paused_until = float("-inf")
+
+    def ready(self) -> bool:
+        return self.clock() >= self.paused_until
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        started = self.clock()
+        try:
+            yield
+        finally:
+            took = self.clock() - started
+            self.paused_until = self.clock() + took * (1 / self.share - 1)
 
 
 class RecommendDebounce:
@@ -412,15 +437,23 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         if producer is not None:
             producer.client.add_topic(settings.topic_events)
 
+    long_term_pace = TimeShare(settings.long_term_time_share)
+
     @app.timer(settings.long_term_interval_s)
     async def periodic_long_term_merge() -> None:
-        """Re-embed stale users' histories off the event loop; agents merge the result."""
-        stale = engine.take_stale_users()
+        """Re-embed stale users' histories off the event loop; agents merge the result.
+
+        Paced to ``long_term_time_share``; users not refreshed stay stale for a later run.
+        """
+        if not long_term_pace.ready():
+            return
+        stale = engine.take_stale_users(LONG_TERM_USERS_PER_RUN)
         if not stale:
             return
         snapshot = [engine.load_profile(u, profiles.get(u)) for u in stale]
         loop = asyncio.get_running_loop()
-        merged = await loop.run_in_executor(BACKGROUND, engine.refresh_long_term, snapshot)
+        with long_term_pace.timed():
+            merged = await loop.run_in_executor(BACKGROUND, engine.refresh_long_term, snapshot)
         stats.long_term_refreshes += merged
         stats.long_term_refresh_runs += 1
         stats.last_long_term_refresh_at = time.time()

@@ -113,6 +113,9 @@ class Settings:
     embedding_cache: str = ""  # .npz written by `streamrec embed`; reused when text matches
     long_term_refresh_events: int = 10  # re-embed a user's history after this many events
     long_term_interval_s: float = 5.0  # the periodic merge timer
+    # Re-embedding histories (BERT) may use at most this share of the worker's wall time: under
+    # load, long-term views refresh later instead of slowing event processing.
+    long_term_time_share: float = 0.15
     gate_learning: bool = True  # learn the per-user blend online from the stream
     gate_sample_rate: float = 0.25  # share of users' events the gate learns from
     # input policy
@@ -158,6 +161,8 @@ class Settings:
             raise ConfigError("STREAMREC_KAFKA_BOOTSTRAP is empty")
         if self.partitions < 1 or self.batch_size < 1 or self.top_k < 1:
             raise ConfigError("partitions, batch_size and top_k must be >= 1")
+        if not 0.0 < self.long_term_time_share <= 1.0:
+            raise ConfigError("long_term_time_share must be in (0, 1]")
         if self.recommend_debounce_s < 0:
             raise ConfigError("recommend_debounce_s must be >= 0")
         if not 0.0 <= self.gate_sample_rate <= 1.0:

@@ -123,3 +123,18 @@ async def test_debounced_users_get_one_recommendation_reflecting_all_their_event
         assert held["trigger_event_id"] == "e2"  # ranked from the state after all three
         assert not {"i0", "i1", "i2"} & {item["item_id"] for item in held["items"]}
         assert await pipeline.send_debounced() == 0  # sent once
+
+
+def test_background_work_is_paced_to_its_share_of_wall_time():
+    from stream_app.pipeline import TimeShare
+
+    clock = _Clock()
+    pace = TimeShare(0.25, clock=clock)
+    assert pace.ready()
+    with pace.timed():
+        clock.now += 2.0  # a 2 s run at a 25 % share: 6 s of pause
+    assert not pace.ready()
+    clock.now += 5.9
+    assert not pace.ready()
+    clock.now += 0.2
+    assert pace.ready()
