@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +123,44 @@ class Pipeline:
     agents: dict[str, Any]
     send_debounced: Any = None  # recommends held users now (a timer calls it)
     debounce: RecommendDebounce | None = None
+
+
+class OffsetWatch:
+    """Logs when an input partition's offsets jump ahead (a gap: records never delivered)
+    or go back (a replay) between micro-batches: at-least-once hinges on neither a gap
+    nor a replay being silent."""
+
+    def __init__(self) -> None:
+        self.next_offset: dict[Any, int] = {}
+        self.gaps = 0
+
+    def forget(self, tps: Iterable[Any]) -> None:
+        for tp in tps:
+            self.next_offset.pop(tp, None)
+
+    def observe(self, batch: Sequence[faust.EventT]) -> None:
+        for event in batch:
+            message = event.message
+            expected = self.next_offset.get(message.tp)
+            if expected is not None and message.offset != expected:
+                if message.offset > expected:
+                    self.gaps += 1
+                    log.warning(
+                        "input %s[%d]: offsets %d..%d were not delivered",
+                        message.topic,
+                        message.partition,
+                        expected,
+                        message.offset - 1,
+                    )
+                else:
+                    log.info(
+                        "input %s[%d]: read again from offset %d (was at %d)",
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        expected,
+                    )
+            self.next_offset[message.tp] = message.offset + 1
 
 
 class TimeShare:
@@ -268,6 +306,11 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
     )
 
     debounce = RecommendDebounce(settings.recommend_debounce_s)
+    offsets = OffsetWatch()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        offsets.forget(revoked)  # another worker may read them meanwhile: not a gap
 
     async def send_dead_letter(message: Any, kind: str, text: str) -> None:
         stats.dead_letters[kind] += 1
@@ -289,6 +332,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
 
     async def _process_batch(batch: Sequence[faust.EventT], stream: faust.StreamT) -> None:
         by_user: dict[str, list[tuple[BehaviorEvent | UserDeletion, faust.EventT]]] = {}
+        offsets.observe(batch)
         for event in batch:
             message = event.message
             stats.events_in += 1

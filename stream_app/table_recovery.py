@@ -187,6 +187,34 @@ class ChangelogRecovery(Recovery):
             offsets[tp] = highwater
             self._broker_lost_data = True
 
+    async def _resume_streams(self, generation_id: int = 0) -> None:
+        """Faust's, but input partitions are seeked to their committed offsets *before* they
+        are resumed: resumed first, the running fetcher can deliver records from another
+        position ahead of the seek, and a user's later event applied before an earlier one
+        makes the earlier one look like a replay."""
+        app = self.app
+        consumer = app.consumer
+        await app.on_rebalance_complete.send()
+        assignment = consumer.assignment()
+        if self.app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again")
+            return
+        if assignment:
+            self.log.info("Seek stream partitions to committed offsets.")
+            await self._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
+            consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+        else:
+            self.log.info("Resuming streams with empty assignment")
+        self.completed.set()
+        self.log.info("Resuming flow...")
+        app.flow_control.resume()
+        consumer.resume_flow()
+        await app._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        self.tables.on_standbys_ready()
+        app.on_rebalance_end()
+        self.log.info("Worker ready")
+
     @staticmethod
     def _never_drop_redelivered(consumer: Any) -> None:
         """Before Faust's fetch loop starts (it binds the mapping's methods when it does)."""
