@@ -182,7 +182,7 @@ class RecommenderScorer:
     re-embedding stale histories once per micro-batch.
     """
 
-    def __init__(self, name: str, recommender, gate_warmup_share: float = 0.1) -> None:
+    def __init__(self, name: str, recommender, gate_warmup_share: float = 0.2) -> None:
         from models.profile import UserProfile
 
         self.name = name

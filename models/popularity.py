@@ -24,6 +24,7 @@ class DecayedPopularity:
         self._scaled = np.zeros(1024, dtype=np.float64)
         self._t_ref: float | None = None
         self._t_max = -math.inf
+        self._last_seen = np.full(1024, -np.inf)  # event time of each row's latest event
 
     def learn_one(self, row: int, timestamp: float, weight: float = 1.0) -> None:
         if weight <= 0.0:
@@ -34,12 +35,29 @@ class DecayedPopularity:
             grown = np.zeros(max(row + 1, 2 * self._scaled.shape[0]))
             grown[: self._scaled.shape[0]] = self._scaled
             self._scaled = grown
+            last_seen = np.full(self._scaled.shape[0], -np.inf)
+            last_seen[: self._last_seen.shape[0]] = self._last_seen
+            self._last_seen = last_seen
         exponent = (timestamp - self._t_ref) / self.half_life_s
         if exponent > 60.0:  # rebase before 2**exponent loses precision
             self._scaled *= 2.0 ** (-exponent)
             self._t_ref, exponent = timestamp, 0.0
         self._scaled[row] += weight * 2.0**exponent
         self._t_max = max(self._t_max, timestamp)
+        self._last_seen[row] = max(self._last_seen[row], timestamp)
+
+    @property
+    def now(self) -> float:
+        """The newest event time learned (the stream's clock); -inf before any."""
+        return self._t_max
+
+    def idle_seconds(self, n_items: int) -> np.ndarray:
+        """Seconds from each row's latest event to the newest one (inf: never seen)."""
+        out = np.full(n_items, np.inf)
+        m = min(n_items, self._last_seen.shape[0])
+        seen = np.isfinite(self._last_seen[:m])
+        out[:m][seen] = self._t_max - self._last_seen[:m][seen]
+        return out
 
     def counts(self, n_items: int) -> np.ndarray:
         """Decayed counts as of the newest event seen, for rows ``[0, n_items)``."""

@@ -7,7 +7,9 @@ Signals (see ``models.fusion.SIGNALS``), all computed for a batch of users at on
 - ``long_term``: pooled vectors of the whole kept history plus the BERT embedding of
   the history rendered as text (refreshed periodically);
 - ``popularity``: decayed popularity, the prior that carries cold users.
-They are standardised per user and blended by a per-user adaptive gate.
+They are standardised per user and blended by a per-user adaptive gate; each user's
+candidates (every signal's top items) are then re-ranked by an online learned ranker
+(``models.reranker``) that sees how the signals agree, the user's idle time and the item's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from models.item_index import ItemIndex
 from models.long_term import LongTermInterest, unpack_vector
 from models.popularity import DecayedPopularity
 from models.profile import UserProfile
+from models.reranker import CandidateReranker, RankingContext
 from models.transitions import ItemTransitions
 
 MODEL_NAME = "streamrec-interest/2"
@@ -72,6 +75,10 @@ class RecommenderConfig:
     signals: tuple[str, ...] = SIGNALS
     learn_gate: bool = True
     gate_users_per_batch: int = 64  # users the gate learns from per micro-batch
+    rerank: bool = True  # re-rank each user's candidates with the online learned ranker
+    rerank_per_signal: int = 30  # candidates taken from each signal's (and the blend's) top
+    rerank_learning_rate: float = 0.2
+    trend_half_life_s: float = 86_400.0  # "trending now" popularity for the re-ranker
 
 
 class Recommender:
@@ -92,11 +99,22 @@ class Recommender:
         self.transitions = ItemTransitions(self.config.transitions_window)
         self.long_term = long_term
         self.gate = gate or FusionGate(signals=self.config.signals)
+        self.trend = DecayedPopularity(self.config.trend_half_life_s)
+        self.reranker = (
+            CandidateReranker(
+                self.gate.signals,
+                per_signal=self.config.rerank_per_signal,
+                learning_rate=self.config.rerank_learning_rate,
+            )
+            if self.config.rerank
+            else None
+        )
         self.content_name = content_name
         self.sequence: SequenceModel | None = None
         self._sequence_cols = np.zeros(0, dtype=np.int64)
         self._last_key: tuple | None = None
         self._last_signals: StandardizedSignals | None = None
+        self._last_ranked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._rng = np.random.default_rng(0)
         if sequence is not None:
             self.attach_sequence(sequence)
@@ -131,6 +149,7 @@ class Recommender:
         row = self.items.row_of[event.item_id]
         self.transitions.learn_one(previous, row, weight)
         self.popularity.learn_one(row, event.timestamp, weight)
+        self.trend.learn_one(row, event.timestamp, weight)
         return True
 
     def observe(
@@ -155,6 +174,8 @@ class Recommender:
         """Before applying events: teach the gate that each user's next item should win."""
         if not self.config.learn_gate or not profiles:
             return
+        if self.reranker is not None:
+            self._learn_reranker(profiles, item_ids)
         sample = np.arange(len(profiles))
         if len(profiles) > self.config.gate_users_per_batch:
             # An unbiased subset is enough for SGD and bounds the cost per batch.
@@ -169,7 +190,17 @@ class Recommender:
         positives = np.array([self.items.row_of.get(item_ids[b], -1) for b in sample])
         consumed = [[self.items.row_of[i] for i in profiles[b].items] for b in sample]
         self.gate.learn(signals, positives, consumed)
-        self._last_key = self._last_signals = None  # [S B N] floats: not kept longer
+        self._last_key = self._last_signals = self._last_ranked = None  # not kept longer
+
+    def _learn_reranker(self, profiles: Sequence[UserProfile], item_ids: Sequence[str]) -> None:
+        """Every example teaches the re-ranker: its chosen item should top its candidates."""
+        ranked = self._last_ranked if self._cached_signals(profiles) is not None else None
+        if ranked is None:
+            self._final_scores(profiles, self._standardized(profiles, remember=True))
+            ranked = self._last_ranked
+        features, cand, valid = ranked
+        positives = np.array([self.items.row_of.get(i, -1) for i in item_ids])
+        self.reranker.learn(features, valid, cand, positives)
 
     def refresh_long_term(self, profiles: Sequence[UserProfile], force: bool = False) -> int:
         """The periodic merge: re-embed stale long-term histories in one batch."""
@@ -292,7 +323,74 @@ class Recommender:
 
         The signals are kept until the gate learns from the same batch (evaluator).
         """
-        return self.gate.blend(self._standardized(profiles, remember=True))
+        return self._final_scores(profiles, self._standardized(profiles, remember=True))
+
+    def _excluded(self, profiles: Sequence[UserProfile], n_items: int) -> np.ndarray:
+        """``[B, N]`` True where an item may not be served to the user."""
+        excluded = np.zeros((len(profiles), n_items), dtype=bool)
+        if self.items.retired:
+            excluded[:, list(self.items.retired)] = True
+        if self.config.exclude_consumed:
+            for b, profile in enumerate(profiles):
+                excluded[b, [self.items.row_of[i] for i in profile.items]] = True
+        return excluded
+
+    def _final_scores(
+        self, profiles: Sequence[UserProfile], signals: StandardizedSignals
+    ) -> np.ndarray:
+        """``[B, N]``: the gate's blend, or with the re-ranker, its scores on each user's
+        candidates placed above every other item (kept in blend order below them)."""
+        fused = self.gate.blend(signals)
+        if self.reranker is None:
+            return fused
+        n_items = fused.shape[1]
+        cand, valid = self.reranker.candidates(
+            signals.raw, fused, self._excluded(profiles, n_items)
+        )
+        features = self.reranker.features(
+            signals, self._context(profiles, fused, cand), cand, valid
+        )
+        if self._last_key == self._state_key(profiles, n_items):
+            self._last_ranked = (features, cand, valid)
+        spread = np.maximum(np.abs(fused).max(axis=1, keepdims=True), 1.0)
+        out = fused - (4.0 * spread + 1e3)  # below any candidate (per user: batch-independent)
+        rows = np.broadcast_to(np.arange(len(profiles))[:, None], cand.shape)
+        out[rows[valid], cand[valid]] = self.reranker.score(features)[valid]  # padding: skipped
+        return out
+
+    def _context(
+        self, profiles: Sequence[UserProfile], fused: np.ndarray, cand: np.ndarray
+    ) -> RankingContext:
+        n_items = fused.shape[1]
+        now = self.popularity.now
+        hours = 3600.0
+        cap = np.log1p(24.0 * 365)  # idle times saturate at a year (and "never")
+        item_idle = np.minimum(np.log1p(self.popularity.idle_seconds(n_items) / hours), cap)
+        last_times = np.array([p.last_event_time if p.items else -np.inf for p in profiles])
+        user_idle = np.minimum(np.log1p(np.maximum(now - last_times, 0.0) / hours), cap)
+        user_idle = np.nan_to_num(user_idle, nan=cap)
+        last_rows = [self.items.row_of[p.items[-1]] if p.items else -1 for p in profiles]
+        follows = like = None
+        if "transitions" in self.gate.signals:
+            follows = np.zeros(cand.shape, dtype=np.float32)
+            for b, last in enumerate(last_rows):
+                if last >= 0:
+                    follows[b] = self.transitions.row_scores(last, cand[b])
+        if "short_term" in self.gate.signals:
+            like = np.zeros(cand.shape, dtype=np.float32)
+            features = self.items.features
+            for b, last in enumerate(last_rows):
+                if last >= 0:
+                    like[b] = features[cand[b]] @ features[last]
+        return RankingContext(
+            buckets=np.array([activity_bucket(p.events_applied) for p in profiles]),
+            fused=fused,
+            item_trend=np.log1p(self.trend.counts(n_items)),
+            item_idle=item_idle,
+            user_idle=user_idle,
+            follows_last=follows,
+            like_last=like,
+        )
 
     def predict_one(self, profile: UserProfile, item_id: str) -> float:
         """Fused score of one item for one user (same formula as ``recommend``)."""
@@ -308,7 +406,7 @@ class Recommender:
         if not profiles or len(self.items) == 0:
             return [[] for _ in profiles]
         signals = self._standardized(profiles)
-        fused = self.gate.blend(signals)
+        fused = self._final_scores(profiles, signals)
         if self.items.retired:
             fused[:, list(self.items.retired)] = -np.inf
         if self.config.exclude_consumed:

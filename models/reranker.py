@@ -178,9 +178,7 @@ class CandidateReranker:
         for s, _name in enumerate(self.signals):
             raw = signals.raw[s]
             values = raw[b_idx, cand] if raw.strides[0] else raw[0][cand]
-            z = ((values - signals.mean[s][:, None]) * signals.scale[s][:, None]).astype(
-                np.float32
-            )
+            z = ((values - signals.mean[s][:, None]) * signals.scale[s][:, None]).astype(np.float32)
             cols.extend((z[:, :, None] * onehot[:, None, :]).transpose(2, 0, 1))
             key = np.where(valid, -z, np.inf)
             rank = np.argsort(np.argsort(key, axis=1, kind="stable"), axis=1)
@@ -202,7 +200,9 @@ class CandidateReranker:
     def score(self, x: np.ndarray) -> np.ndarray:
         return self.ranker.predict_many(x)
 
-    def learn(self, x: np.ndarray, valid: np.ndarray, cand: np.ndarray, positives: np.ndarray) -> int:
+    def learn(
+        self, x: np.ndarray, valid: np.ndarray, cand: np.ndarray, positives: np.ndarray
+    ) -> int:
         """Learn from each user's chosen item (``positives``: rows, -1 unknown), in
         mini-batches of ``events_per_step``; returns how many lists had it as a candidate."""
         where = (cand == positives[:, None]) & valid & (positives[:, None] >= 0)

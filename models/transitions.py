@@ -92,5 +92,15 @@ class ItemTransitions:
         received[:m] = np.maximum(self._received[:m], 1.0)
         return out * (received**-self.pop_exponent).astype(np.float32)
 
+    def row_scores(self, prev: int, columns: np.ndarray) -> np.ndarray:
+        """Normalised followed-by counts from ``prev`` to each of ``columns`` (no damping)."""
+        arrays = self._row(prev)
+        if arrays is None or not len(columns):
+            return np.zeros(len(columns), dtype=np.float32)
+        cols, vals = arrays
+        dense = np.zeros(max(int(cols.max()), int(columns.max())) + 1, dtype=np.float32)
+        dense[cols] = vals
+        return dense[columns]
+
     def count(self, source: int, target: int) -> float:
         return self._counts.get(source, {}).get(target, 0.0)

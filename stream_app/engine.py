@@ -62,6 +62,7 @@ class Engine:
                 exclude_consumed=settings.exclude_consumed,
                 signals=tuple(signals),
                 learn_gate=settings.gate_learning,
+                rerank=settings.rerank,
             ),
             content_name=self.featurizer.name,
             long_term=long_term,

@@ -164,3 +164,115 @@ def test_streamrec_scorer_is_batch_size_independent_for_per_user_state():
     # Batched BLAS may round differently and flip exact ties; nothing else may differ.
     differ = sum(a != b for a, b in zip(one.ndcg_series, many.ndcg_series, strict=True))
     assert differ <= 0.02 * one.evaluated
+
+
+def test_softmax_ranker_on_two_candidates_is_rivers_logistic_regression():
+    """Softmax over {positive, negative} = sigmoid of the score difference: the same steps
+    as River's LogisticRegression (AdaGrad, L2, no intercept) on x_pos - x_neg, y = True."""
+    from river import linear_model, optim
+
+    from models.reranker import SoftmaxRanker
+
+    rng = np.random.default_rng(5)
+    ours = SoftmaxRanker(4, learning_rate=0.3, l2=0.01)
+    river = linear_model.LogisticRegression(optimizer=optim.AdaGrad(0.3), l2=0.01, intercept_lr=0.0)
+    for _ in range(50):
+        x = rng.normal(size=(2, 4))
+        positive = int(rng.integers(2))
+        ours.learn_one(x, positive)
+        diff = x[positive] - x[1 - positive]
+        river.learn_one({f: float(v) for f, v in enumerate(diff)}, True)
+        expected = np.array([river.weights.get(f, 0.0) for f in range(4)])
+        np.testing.assert_allclose(ours.weights, expected, rtol=1e-9, atol=1e-12)
+    x = rng.normal(size=(2, 4))
+    p_river = river.predict_proba_one({f: float(v) for f, v in enumerate(x[0] - x[1])})[True]
+    scores = ours.predict_one(x)
+    assert p_river == pytest.approx(1.0 / (1.0 + np.exp(scores[1] - scores[0])))
+
+
+def test_softmax_ranker_minibatch_is_the_mean_gradient_and_skips_padding():
+    from models.reranker import SoftmaxRanker
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(3, 5, 4))
+    valid = np.ones((3, 5), dtype=bool)
+    valid[1, 3:] = False  # padding: must not take part in the softmax
+    positives = np.array([0, 2, -1])  # the last list's choice is not a candidate: skipped
+    w0 = rng.normal(size=4)
+    model = SoftmaxRanker(4, learning_rate=0.1, init=w0)
+    model.learn_many(x, positives, valid)
+
+    def loss(w):
+        total = 0.0
+        for b in (0, 1):
+            logits = x[b][valid[b]] @ w
+            total += np.log(np.exp(logits).sum()) - logits[positives[b]]
+        return total / 2
+
+    numeric = np.array([(loss(w0 + e) - loss(w0 - e)) / 2e-6 for e in np.eye(4) * 1e-6])
+    # First AdaGrad step: w0 - lr * g / |g| elementwise.
+    np.testing.assert_allclose(model.weights, w0 - 0.1 * np.sign(numeric), atol=1e-6)
+    predicted = model.predict_many(x.astype(np.float32))
+    np.testing.assert_allclose(predicted[2], x[2] @ model.weights, rtol=1e-5)
+
+
+def test_softmax_ranker_learns_which_feature_marks_the_chosen_item():
+    from models.reranker import SoftmaxRanker
+
+    rng = np.random.default_rng(7)
+    model = SoftmaxRanker(2, learning_rate=0.1)
+    for _ in range(200):
+        x = rng.normal(size=(16, 20, 2))
+        positives = rng.integers(0, 20, size=16)
+        x[np.arange(16), positives, 0] += 2.0  # feature 0 tells, feature 1 is noise
+        model.learn_many(x, positives)
+    assert model.weights[0] > 1.0 > abs(model.weights[1]) * 5
+
+
+def test_candidates_take_each_signals_top_and_never_excluded_items():
+    from models.reranker import CandidateReranker
+
+    reranker = CandidateReranker(("sequence", "popularity"), per_signal=2)
+    raw = [
+        np.array([[5.0, 4.0, 3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0, 2.0]]),
+        np.broadcast_to(np.array([0.0, 0.0, 0.0, 9.0, 8.0, 0.0]), (2, 6)),
+    ]
+    fused = raw[0] + raw[1]
+    excluded = np.zeros((2, 6), dtype=bool)
+    excluded[0, 0] = True
+    cand, valid = reranker.candidates(raw, fused, excluded)
+    assert set(cand[0][valid[0]]) == {1, 2, 3, 4}  # 0 is excluded; 1, 2 next best
+    assert set(cand[1][valid[1]]) == {3, 4, 5}
+    assert cand.shape == valid.shape and not valid[1].all()
+
+
+def test_recommender_reranker_learns_online_and_ranks_candidates_first():
+    stream = _stream(n_items=24)
+    catalog = genre_catalog()
+    stream = [
+        Interaction(
+            e.user_id, catalog[int(e.item_id[1:])]["item_id"], e.timestamp, "like", None, e.event_id
+        )
+        for e in stream
+    ]
+    featurizer = ItemFeaturizer(HashingTextEncoder())
+    items = featurizer.new_index()
+    texts = [ItemText(c["item_id"], c["title"], tuple(c["categories"])) for c in catalog]
+    items.upsert(texts, featurizer.featurize(texts))
+    from models.recommender import RecommenderConfig
+
+    recommender = Recommender(items, RecommenderConfig(rerank_per_signal=3))
+    before = recommender.reranker.ranker.weights.copy()
+    result = prequential(RecommenderScorer("s", recommender), stream, warmup=0.5, batch_size=32)
+    assert result.evaluated > 0 and recommender.reranker.ranker.updates > 0
+    assert not np.array_equal(recommender.reranker.ranker.weights, before)
+    profile = UserProfile("u-new")
+    recommender.learn_one(profile, stream[0])
+    scores = recommender.scores([profile])[0]
+    signals = recommender._standardized([profile])
+    cand, valid = recommender.reranker.candidates(
+        signals.raw, recommender.gate.blend(signals), recommender._excluded([profile], len(items))
+    )
+    served = set(cand[0][valid[0]].tolist())
+    others = [r for r in range(len(items)) if r not in served]
+    assert scores[list(served)].min() > scores[others].max()

@@ -52,6 +52,16 @@ def test_popularity_decays_by_half_life():
     assert np.isfinite(pop.counts(2)).all() and pop.counts(2)[0] == pytest.approx(1.0)
 
 
+def test_popularity_knows_when_each_item_was_last_seen():
+    pop = DecayedPopularity(half_life_s=DAY)
+    pop.learn_one(0, timestamp=DAY)
+    pop.learn_one(2000, timestamp=3 * DAY)  # grows past the initial capacity
+    pop.learn_one(0, timestamp=2 * DAY)  # late event: the stream's clock does not go back
+    idle = pop.idle_seconds(2002)
+    assert pop.now == 3 * DAY
+    assert idle[0] == DAY and idle[2000] == 0.0 and np.isinf(idle[1]) and np.isinf(idle[2001])
+
+
 def test_user_with_one_genre_gets_that_genre(recommender):
     profile = UserProfile("u")
     for n, item in enumerate(["h0", "h1", "h2", "h3"]):
