@@ -138,3 +138,31 @@ def test_background_work_is_paced_to_its_share_of_wall_time():
     assert not pace.ready()
     clock.now += 0.2
     assert pace.ready()
+
+
+def test_records_fetched_before_the_seek_wait_for_the_committed_offset():
+    from types import SimpleNamespace
+
+    from stream_app.pipeline import InputOrder
+
+    def message(offset: int, partition: int = 0):
+        return SimpleNamespace(
+            tp=("events", partition), topic="events", partition=partition, offset=offset
+        )
+
+    order = InputOrder({("events", 0): 625}.get)
+    # Records from the old position arrive first: held back, not processed.
+    assert [order.admit(message(o)) for o in (1400, 1401)] == [False, False]
+    # The seek's records, in order, then the held-back ones again.
+    assert all(order.admit(message(o)) for o in range(625, 1402))
+    assert order.held_back == 2
+    assert order.admit(message(1402))
+    assert order.admit(message(1500))  # a later gap is processed (and logged)
+    assert order.admit(message(7, partition=1))  # nothing committed yet: as it comes
+    order.forget([("events", 0)])
+    assert not order.admit(message(2000))  # a new assignment waits for its offset again
+
+    order.MAX_EARLY = 1
+    order.forget([("events", 0)])
+    assert not order.admit(message(3000))
+    assert order.admit(message(3001))  # the committed offset never came: go on
