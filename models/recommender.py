@@ -75,7 +75,7 @@ class RecommenderConfig:
     signals: tuple[str, ...] = SIGNALS
     learn_gate: bool = True
     gate_users_per_batch: int = 64  # users the gate learns from per micro-batch
-    rerank: bool = True  # re-rank each user's candidates with the online learned ranker
+    rerank: bool = False  # re-rank each user's candidates with the online learned ranker
     rerank_per_signal: int = 30  # candidates taken from each signal's (and the blend's) top
     rerank_learning_rate: float = 0.2
     trend_half_life_s: float = 86_400.0  # "trending now" popularity for the re-ranker

@@ -118,7 +118,7 @@ class Settings:
     long_term_time_share: float = 0.15
     gate_learning: bool = True  # learn the per-user blend online from the stream
     gate_sample_rate: float = 0.25  # share of users' events the gate learns from
-    rerank: bool = True  # online learned re-ranker over each user's candidates (models/reranker.py)
+    rerank: bool = False  # online learned re-ranker (models/reranker.py); see README: Evaluation
     # input policy
     max_message_bytes: int = 64 * 1024
     unknown_fields: str = "ignore"  # ignore | reject

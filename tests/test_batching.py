@@ -12,13 +12,14 @@ from tests.conftest import event, memory_pipeline
 NOW_TS = 1_700_000_000.0
 
 
-def _pipeline(tmp_path, batch_size: int):
+def _pipeline(tmp_path, batch_size: int, rerank: bool = False):
     # Gate learning off: SGD order follows batching by design; everything else must not.
     return memory_pipeline(
-        tmp_path / str(batch_size),
+        tmp_path / f"{batch_size}-{rerank}",
         app_id=f"batching-{batch_size}",
         batch_size=batch_size,
         gate_learning=False,
+        rerank=rerank,
     )[2]
 
 
@@ -41,9 +42,10 @@ async def _run(pipeline, events: list[dict]) -> None:
 
 
 @pytest.mark.asyncio
-async def test_state_and_rankings_do_not_depend_on_batch_size(tmp_path):
+@pytest.mark.parametrize("rerank", [False, True])
+async def test_state_and_rankings_do_not_depend_on_batch_size(tmp_path, rerank):
     events = _stream()
-    one, many = _pipeline(tmp_path, 1), _pipeline(tmp_path, 64)
+    one, many = _pipeline(tmp_path, 1, rerank), _pipeline(tmp_path, 64, rerank)
     await _run(one, events)
     await _run(many, events)
     assert one.stats.events_applied == many.stats.events_applied == len(events)

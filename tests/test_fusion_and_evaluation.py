@@ -261,7 +261,7 @@ def test_recommender_reranker_learns_online_and_ranks_candidates_first():
     items.upsert(texts, featurizer.featurize(texts))
     from models.recommender import RecommenderConfig
 
-    recommender = Recommender(items, RecommenderConfig(rerank_per_signal=3))
+    recommender = Recommender(items, RecommenderConfig(rerank=True, rerank_per_signal=3))
     before = recommender.reranker.ranker.weights.copy()
     result = prequential(RecommenderScorer("s", recommender), stream, warmup=0.5, batch_size=32)
     assert result.evaluated > 0 and recommender.reranker.ranker.updates > 0
