@@ -387,6 +387,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         touched, triggers = [], []
         kafka_times: list[float] = []  # of the events behind this batch's recommendations
         loaded = {}
+        rewound_below = getattr(app.tables.recovery, "rewound_below", None)
         for user_id, user_events in by_user.items():
             table_writes_go_with(user_events[-1][1])
             loaded[user_id] = engine.load_profile(user_id, profiles.get(user_id))
@@ -406,7 +407,6 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 engine.merge_long_term(profile)
                 changed: str | None = None
                 deleted = False
-                rewound_below = getattr(app.tables.recovery, "rewound_below", None)
                 for record, event in user_events:
                     source = record_source(event.message, rewound_below)
                     if isinstance(record, UserDeletion):
