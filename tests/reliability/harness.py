@@ -192,7 +192,6 @@ class BulkSender(threading.Thread):
             for d in docs
         ]
         self.acked: dict[int, int] = defaultdict(int)  # partition -> log end acknowledged
-        self.sent = 0
         self.error: BaseException | None = None
         self._lock = threading.Lock()
         for doc in docs:  # in produce order; flush() raises if any batch was refused
@@ -248,7 +247,6 @@ class BulkSender(threading.Thread):
         metadata = await future
         with self._lock:
             self.acked[partition] = max(self.acked[partition], metadata.offset + count)
-            self.sent += count
 
     def end_offsets(self) -> dict[int, int]:
         with self._lock:
