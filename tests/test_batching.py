@@ -159,7 +159,7 @@ def test_records_fetched_before_the_seek_wait_for_the_committed_offset():
     assert all(order.admit(message(o)) for o in range(625, 1402))
     assert order.held_back == 2
     assert order.admit(message(1402))
-    assert order.admit(message(1500))  # a later gap is processed (and logged)
+    assert order.take_seeks() == {}
     assert order.admit(message(7, partition=1))  # nothing committed yet: as it comes
     order.forget([("events", 0)])
     assert not order.admit(message(2000))  # a new assignment waits for its offset again
@@ -168,3 +168,29 @@ def test_records_fetched_before_the_seek_wait_for_the_committed_offset():
     order.forget([("events", 0)])
     assert not order.admit(message(3000))
     assert order.admit(message(3001))  # the committed offset never came: go on
+
+
+def test_a_gap_is_read_again_and_passed_only_if_the_log_lacks_it():
+    from types import SimpleNamespace
+
+    from stream_app.pipeline import InputOrder
+
+    def message(offset: int):
+        return SimpleNamespace(tp=("events", 0), topic="events", partition=0, offset=offset)
+
+    order = InputOrder(lambda tp: None)
+    assert all(order.admit(message(o)) for o in range(0, 143))
+    # 143 and 144 skipped: hold back what follows and seek back to 143.
+    assert [order.admit(message(o)) for o in (145, 146, 147)] == [False, False, False]
+    assert order.take_seeks() == {("events", 0): 143}
+    assert order.take_seeks() == {}  # asked for once
+    assert all(order.admit(message(o)) for o in range(143, 150))  # the re-read, in order
+    assert order.gaps_read_again == 1
+
+    # A gap the log really has (a transaction marker): the re-read starts past it again.
+    assert not order.admit(message(152))
+    assert order.take_seeks() == {("events", 0): 150}
+    assert not order.admit(message(153))  # fetched before the seek back
+    assert order.admit(message(152))  # the re-read: 150..151 are not in the log
+    assert order.admit(message(153))
+    assert order.take_seeks() == {}

@@ -41,13 +41,6 @@ def test_survivor_takes_over_and_matches_a_crash_free_run(tmp_path, record_repor
     assert report["all_users_served_again_s"] is not None, report
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (issue 6 open): after the memory-only broker restarts, a worker "
-    "re-reading the new logs from 0 can miss 1-3 records per partition near where it had "
-    "read them before it noticed the loss (logged: 'offsets 143..144 were not delivered'); "
-    "1-2 events for 5-9 of 20 users in about one run in three",
-)
 def test_broker_outage_of_30_s_worker_survives_cli_retries_and_work_resumes(
     tmp_path, record_report
 ):
