@@ -11,8 +11,11 @@ hard negatives: hard ones bias the gate against whichever signal ranks first).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import torch
+from scipy import sparse
 
 SIGNALS: tuple[str, ...] = (
     "sequence",  # Transformer over the recent action sequence
@@ -96,6 +99,158 @@ class StandardizedSignals:
         return out
 
 
+@dataclass(frozen=True)
+class LinearScores:
+    """A signal that is a dot product: ``queries [B, d] @ items[N, d].T``.
+
+    ``item_mean`` and ``item_cov`` (float64) are the mean and covariance of the item
+    rows, from which each user's mean and variance over all items follow without the
+    ``[B, N]`` scores: ``q · mean`` and ``q · cov · q``.
+    """
+
+    queries: np.ndarray  # [B d] float32
+    items: np.ndarray  # [N d] float32
+    item_mean: np.ndarray  # [d]
+    item_cov: np.ndarray  # [d d]
+
+    def dense(self) -> np.ndarray:
+        return self.queries @ self.items.T
+
+    def at(self, b: int, columns: np.ndarray) -> np.ndarray:
+        return self.items[columns] @ self.queries[b]
+
+    def rows(self, index: np.ndarray) -> LinearScores:
+        return LinearScores(self.queries[index], self.items, self.item_mean, self.item_cov)
+
+
+# How FactoredSignals holds one signal: a dot product, a sparse [B, N] matrix, or one
+# [N] row every user shares.
+SignalPart = LinearScores | sparse.csr_matrix | np.ndarray
+
+
+class FactoredSignals:
+    """The signals of :class:`StandardizedSignals`, never expanded to ``[B, N]`` each.
+
+    Every signal is a :class:`LinearScores`, a sparse matrix (few items scored per
+    user) or a row shared by all users, so row means and stds come out exact without
+    the dense scores, and the blend is one ``[B, N]`` pass: a matmul per item matrix
+    (signals over the same items add their queries first), a scatter of the sparse
+    entries and a rank-one update per shared row. Same numbers as the dense form (to
+    float32 rounding); ``raw`` expands it where dense scores are needed (re-ranker).
+    """
+
+    def __init__(self, parts: Sequence[SignalPart], n_items: int, buckets: np.ndarray) -> None:
+        self.parts = list(parts)
+        self.n_items = n_items
+        self.buckets = np.asarray(buckets)
+        self.n_users = len(self.buckets)
+        means, stds = zip(*(self._moments(part) for part in self.parts), strict=True)
+        self.mean = np.array(means).reshape(len(self.parts), self.n_users)  # [S B]
+        std = np.array(stds).reshape(len(self.parts), self.n_users)
+        self.scale = np.where(std > 1e-9, 1.0 / np.maximum(std, 1e-9), 0.0)  # [S B]
+
+    def _moments(self, part: SignalPart) -> tuple[np.ndarray, np.ndarray]:
+        n, users = self.n_items, self.n_users
+        if isinstance(part, LinearScores):
+            queries = part.queries.astype(np.float64)
+            mean = queries @ part.item_mean
+            var = ((queries @ part.item_cov) * queries).sum(axis=1)
+        elif sparse.issparse(part):
+            mean = np.asarray(part.sum(axis=1), dtype=np.float64).ravel() / n
+            squares = np.asarray(part.multiply(part).sum(axis=1), dtype=np.float64).ravel()
+            var = squares / n - mean**2
+        else:
+            mean = np.full(users, part.mean(dtype=np.float64))
+            var = np.full(users, part.var(dtype=np.float64))
+        return mean, np.sqrt(np.maximum(var, 0.0))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.parts), self.n_users, self.n_items)
+
+    @property
+    def raw(self) -> list[np.ndarray]:
+        """Dense ``[B, N]`` scores of each signal."""
+        out = []
+        for part in self.parts:
+            if isinstance(part, LinearScores):
+                out.append(part.dense())
+            elif sparse.issparse(part):
+                out.append(part.toarray().astype(np.float32))
+            else:
+                out.append(np.broadcast_to(part, (self.n_users, self.n_items)))
+        return out
+
+    def z(self, b: int, columns: np.ndarray) -> np.ndarray:
+        """``[S, C]`` z-scores of user ``b`` at ``columns``."""
+        columns = np.asarray(columns, dtype=np.int64)
+        values = np.empty((len(self.parts), len(columns)), dtype=np.float64)
+        for s, part in enumerate(self.parts):
+            if isinstance(part, LinearScores):
+                values[s] = part.at(b, columns)
+            elif sparse.issparse(part):
+                values[s] = _sparse_row_at(part, b, columns)
+            else:
+                values[s] = part[columns]
+        return ((values - self.mean[:, b, None]) * self.scale[:, b, None]).astype(np.float32)
+
+    def rows(self, index: np.ndarray) -> FactoredSignals:
+        subset = object.__new__(FactoredSignals)
+        subset.parts = [
+            part
+            if isinstance(part, np.ndarray)
+            else part.rows(index)
+            if isinstance(part, LinearScores)
+            else part[index]
+            for part in self.parts
+        ]
+        subset.n_items, subset.buckets = self.n_items, self.buckets[index]
+        subset.n_users = len(subset.buckets)
+        subset.mean, subset.scale = self.mean[:, index], self.scale[:, index]
+        return subset
+
+    def blend(self, weights: np.ndarray) -> np.ndarray:
+        """``weights``: ``[B, S]``; returns ``[B, N]`` = sum over signals of weight × z."""
+        coef = weights.T * self.scale  # [S B]
+        out = torch.zeros((self.n_users, self.n_items), dtype=torch.float32)
+        queries_by_items: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for s, part in enumerate(self.parts):
+            if not coef[s].any():
+                continue
+            if isinstance(part, LinearScores):
+                weighted = part.queries * coef[s][:, None].astype(np.float32)
+                key = id(part.items)
+                if key in queries_by_items:
+                    weighted = weighted + queries_by_items[key][0]
+                queries_by_items[key] = (weighted, part.items)
+            elif sparse.issparse(part):
+                users = np.repeat(np.arange(self.n_users), np.diff(part.indptr))
+                flat = out.view(-1).numpy()
+                # One entry per (user, item) in a canonical CSR matrix: no repeats to add.
+                flat[users * self.n_items + part.indices] += coef[s][users] * part.data
+            else:
+                out.addr_(torch.from_numpy(coef[s].astype(np.float32)), torch.from_numpy(part))
+        for queries, items in queries_by_items.values():
+            out.addmm_(torch.from_numpy(queries), torch.from_numpy(items).T)
+        out -= torch.from_numpy((coef * self.mean).sum(axis=0).astype(np.float32))[:, None]
+        return out.numpy()
+
+
+def _sparse_row_at(matrix: sparse.csr_matrix, b: int, columns: np.ndarray) -> np.ndarray:
+    start, end = matrix.indptr[b], matrix.indptr[b + 1]
+    indices, data = matrix.indices[start:end], matrix.data[start:end]
+    out = np.zeros(len(columns), dtype=np.float64)
+    if len(indices):
+        order = np.argsort(indices)
+        position = np.minimum(np.searchsorted(indices, columns, sorter=order), len(indices) - 1)
+        found = indices[order[position]] == columns
+        out[found] = data[order[position[found]]]
+    return out
+
+
+Signals = StandardizedSignals | FactoredSignals
+
+
 def activity_bucket(events_applied: int) -> int:
     return int(np.searchsorted(ACTIVITY_BUCKETS, events_applied, side="left"))
 
@@ -121,13 +276,13 @@ class FusionGate:
         self.updates = 0
         self._rng = np.random.default_rng(seed)
 
-    def blend(self, signals: StandardizedSignals) -> np.ndarray:
+    def blend(self, signals: Signals) -> np.ndarray:
         """Fused ``[B, N]`` scores: each user's bucket weights over the z-scored signals."""
         return signals.blend(self.weights[signals.buckets])
 
     def learn(
         self,
-        signals: StandardizedSignals,
+        signals: Signals,
         positives: np.ndarray,
         consumed: Sequence[Sequence[int]],
     ) -> None:

@@ -92,6 +92,10 @@ class ItemIndex:
         self._features = np.zeros((initial_capacity, dim), dtype=np.float32)
         self._has_content = np.zeros(initial_capacity, dtype=bool)
         self.retired: set[int] = set()  # rows deleted from the catalog: never recommended
+        # Sums over all rows, kept up to date on upsert: each user's mean and spread of a
+        # content score over all items follow from them (models.fusion.LinearScores).
+        self._feature_sum = np.zeros(dim)
+        self._feature_gram = np.zeros((dim, dim))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -107,6 +111,12 @@ class ItemIndex:
     @property
     def has_content(self) -> np.ndarray:
         return self._has_content[: len(self.ids)]
+
+    def feature_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean ``[dim]`` and covariance ``[dim, dim]`` of the feature rows (float64)."""
+        n = max(len(self.ids), 1)
+        mean = self._feature_sum / n
+        return mean, self._feature_gram / n - np.outer(mean, mean)
 
     def _grow(self, needed: int) -> None:
         capacity = self._features.shape[0]
@@ -133,15 +143,21 @@ class ItemIndex:
 
     def upsert(self, items: Iterable[ItemText], vectors: np.ndarray) -> list[int]:
         """Set text and content vectors of ``items`` (new or updated)."""
-        rows = []
-        for item, vector in zip(items, vectors, strict=True):
-            row = self.ensure(item.item_id)
+        items = list(items)
+        if len(items) != len(vectors):
+            raise ValueError(f"{len(items)} items but {len(vectors)} vectors")
+        rows = [self.ensure(item.item_id) for item in items]
+        changed = np.unique(np.array(rows, dtype=np.int64))
+        before = self._features[changed].astype(np.float64)
+        for item, vector, row in zip(items, vectors, rows, strict=True):
             self.retired.discard(row)
             self.titles[row] = item.title
             self.categories[row] = tuple(item.categories)
             self._features[row] = vector
             self._has_content[row] = True
-            rows.append(row)
+        after = self._features[changed].astype(np.float64)
+        self._feature_sum += after.sum(axis=0) - before.sum(axis=0)
+        self._feature_gram += after.T @ after - before.T @ before
         return rows
 
     def retire(self, item_id: str) -> None:

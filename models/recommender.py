@@ -22,7 +22,14 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from models.events import DEFAULT_EVENT_WEIGHTS, PAST_TENSE, event_weight
-from models.fusion import SIGNALS, FusionGate, StandardizedSignals, activity_bucket
+from models.fusion import (
+    SIGNALS,
+    FactoredSignals,
+    FusionGate,
+    LinearScores,
+    SignalPart,
+    activity_bucket,
+)
 from models.item_index import ItemIndex
 from models.long_term import LongTermInterest, unpack_vector
 from models.popularity import DecayedPopularity
@@ -53,7 +60,9 @@ class SequenceModel(Protocol):
     @property
     def max_len(self) -> int: ...
 
-    def score_sequences(self, seqs: Sequence[Sequence[tuple[str, str, float]]]) -> np.ndarray: ...
+    def hidden_states(self, seqs: Sequence[Sequence[tuple[str, str, float]]]) -> np.ndarray: ...
+
+    def item_factors(self, columns: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
 
 class ScoredItem(NamedTuple):
@@ -113,7 +122,7 @@ class Recommender:
         self.sequence: SequenceModel | None = None
         self._sequence_cols = np.zeros(0, dtype=np.int64)
         self._last_key: tuple | None = None
-        self._last_signals: StandardizedSignals | None = None
+        self._last_signals: FactoredSignals | None = None
         self._last_ranked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._rng = np.random.default_rng(0)
         if sequence is not None:
@@ -221,6 +230,12 @@ class Recommender:
 
     def signals(self, profiles: Sequence[UserProfile]) -> dict[str, np.ndarray]:
         """Raw ``[B, N]`` score matrix of every enabled signal over all items."""
+        parts = self._signal_parts(profiles)
+        expanded = FactoredSignals(list(parts.values()), len(self.items), np.zeros(len(profiles)))
+        return dict(zip(parts, expanded.raw, strict=True))
+
+    def _signal_parts(self, profiles: Sequence[UserProfile]) -> dict[str, SignalPart]:
+        """Every enabled signal in factored form (``models.fusion.FactoredSignals``)."""
         enabled = self.config.signals
         # Stored histories can name items this process has not seen yet (a worker that
         # restarted, or took over a partition): give them rows before sizing matrices.
@@ -228,7 +243,7 @@ class Recommender:
             for item_id in profile.items:
                 self.items.ensure(item_id)
         n_items, features = len(self.items), self.items.features
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, SignalPart] = {}
         if "short_term" in enabled or "long_term" in enabled:
             short = np.zeros((len(profiles), self.items.dim), dtype=np.float32)
             pooled = np.zeros_like(short)
@@ -238,26 +253,22 @@ class Recommender:
                     recent = slice(max(0, rows.size - self.config.interest_window), None)
                     short[b] = weights[recent] @ features[rows[recent]]
                     pooled[b] = np.clip(np.asarray(profile.weights), 0, None) @ features[rows]
-            # One matmul for both: the history-text vector scores the text columns, so
-            # zero-padded it adds to the pooled vector (x·F + y·F_text = (x + [y, 0])·F).
-            queries = [_unit(short)] if "short_term" in enabled else []
-            if "long_term" in enabled:
-                queries.append(_unit(pooled) + self._history_text_queries(profiles))
-            scores = np.concatenate(queries) @ features.T  # [2B N] or [B N]
+            mean, covariance = self.items.feature_moments()
             if "short_term" in enabled:
-                out["short_term"] = scores[: len(profiles)]
+                out["short_term"] = LinearScores(_unit(short), features, mean, covariance)
             if "long_term" in enabled:
-                out["long_term"] = scores[-len(profiles) :]
+                # The history-text vector scores the text columns: zero-padded, it adds to
+                # the pooled vector (x·F + y·F_text = (x + [y, 0])·F).
+                queries = _unit(pooled) + self._history_text_queries(profiles)
+                out["long_term"] = LinearScores(queries, features, mean, covariance)
         if "transitions" in enabled:
             window = self.config.transitions_window
             recent_rows = [[self.items.row_of[i] for i in p.items[-window:]] for p in profiles]
-            out["transitions"] = self.transitions.score(recent_rows, n_items)
+            out["transitions"] = self.transitions.sparse_scores(recent_rows, n_items)
         if "sequence" in enabled:
             out["sequence"] = self._sequence_scores(profiles)
         if "popularity" in enabled:
-            out["popularity"] = np.broadcast_to(
-                self.popularity.scores(n_items), (len(profiles), n_items)
-            )
+            out["popularity"] = self.popularity.scores(n_items)
         return out
 
     def _history_text_queries(self, profiles: Sequence[UserProfile]) -> np.ndarray:
@@ -271,10 +282,10 @@ class Recommender:
                     vectors[b, :text_dim] = vector
         return vectors
 
-    def _sequence_scores(self, profiles: Sequence[UserProfile]) -> np.ndarray:
+    def _sequence_scores(self, profiles: Sequence[UserProfile]) -> SignalPart:
         n_items = len(self.items)
         if self.sequence is None:
-            return np.zeros((len(profiles), n_items), dtype=np.float32)
+            return np.zeros(n_items, dtype=np.float32)  # no model: constant, weighs nothing
         if self._sequence_cols.shape[0] < n_items:  # map rows added since last call
             new = [
                 self._sequence_index.get(item_id, -1)
@@ -293,14 +304,15 @@ class Recommender:
             )
             for p in profiles
         ]
-        # Items the model never saw (column -1) get the row's mean: neutral, not last.
-        return self.sequence.score_sequences(seqs, columns=self._sequence_cols[:n_items])
+        # Items the model never saw (column -1) get the mean item vector: neutral, not last.
+        factors, mean, covariance = self.sequence.item_factors(self._sequence_cols[:n_items])
+        return LinearScores(self.sequence.hidden_states(seqs), factors, mean, covariance)
 
     @staticmethod
     def _state_key(profiles: Sequence[UserProfile], n_items: int) -> tuple:
         return (*((p.user_id, p.events_applied) for p in profiles), n_items)
 
-    def _cached_signals(self, profiles: Sequence[UserProfile]) -> StandardizedSignals | None:
+    def _cached_signals(self, profiles: Sequence[UserProfile]) -> FactoredSignals | None:
         """The last signals computed, if for the same users in the same state (a batch is
         scored, then the gate learns from the same batch)."""
         if self._last_key == self._state_key(profiles, len(self.items)):
@@ -309,10 +321,10 @@ class Recommender:
 
     def _standardized(
         self, profiles: Sequence[UserProfile], remember: bool = False
-    ) -> StandardizedSignals:
-        raw = self.signals(profiles)
+    ) -> FactoredSignals:
+        parts = self._signal_parts(profiles)
         buckets = np.array([activity_bucket(p.events_applied) for p in profiles])
-        signals = StandardizedSignals([raw[s] for s in self.gate.signals], buckets)
+        signals = FactoredSignals([parts[s] for s in self.gate.signals], len(self.items), buckets)
         if remember:
             self._last_key = self._state_key(profiles, len(self.items))
             self._last_signals = signals
@@ -336,7 +348,7 @@ class Recommender:
         return excluded
 
     def _final_scores(
-        self, profiles: Sequence[UserProfile], signals: StandardizedSignals
+        self, profiles: Sequence[UserProfile], signals: FactoredSignals
     ) -> np.ndarray:
         """``[B, N]``: the gate's blend, or with the re-ranker, its scores on each user's
         candidates placed above every other item (kept in blend order below them)."""

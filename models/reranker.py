@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.fusion import ACTIVITY_BUCKETS, StandardizedSignals
+from models.fusion import ACTIVITY_BUCKETS, Signals
 
 N_BUCKETS = len(ACTIVITY_BUCKETS) + 1
 
@@ -164,7 +164,7 @@ class CandidateReranker:
 
     def features(
         self,
-        signals: StandardizedSignals,
+        signals: Signals,
         context: RankingContext,
         cand: np.ndarray,
         valid: np.ndarray,

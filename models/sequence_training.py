@@ -598,7 +598,7 @@ class SequenceScorer:
         self._row_of = {item: row for row, item in enumerate(self._item_ids, start=1)}
         self._rng = np.random.default_rng(seed)
         self._optimizer: torch.optim.Adam | None = None
-        self._aligned: tuple[tuple[int, int], torch.Tensor] | None = None
+        self._aligned: tuple[Any, tuple[np.ndarray, ...]] | None = None
 
     @classmethod
     def load_checkpoint(cls, directory: str | Path, device: str = "cpu") -> SequenceScorer:
@@ -636,49 +636,50 @@ class SequenceScorer:
         sequences: Sequence[Sequence[SequenceEvent]],
         columns: np.ndarray | None = None,
     ) -> np.ndarray:
-        """``[B, n_items]`` float32 scores (or ``[B, len(columns)]``), batched forward passes.
+        """``[B, n_items]`` float32 scores (or ``[B, len(columns)]``).
 
-        Sequences are run in length-sorted chunks, each padded only to its longest
-        sequence: a stream of mostly short histories costs what they are, not max_len.
         ``columns`` picks and orders the score columns (model item index; -1 gives the
         row's mean), so callers get scores in their own item order without a gather.
         A sequence with no known item gets a row of zeros (no evidence either way).
         """
+        return self.hidden_states(sequences) @ self.item_factors(columns)[0].T
+
+    @torch.no_grad()
+    def hidden_states(self, sequences: Sequence[Sequence[SequenceEvent]]) -> np.ndarray:
+        """``[B, H]`` float32: each sequence's last hidden state, its query over the items
+        (scores are its dot products with :meth:`item_factors`); zeros for a sequence
+        with no known item. Run in length-sorted chunks, each padded only to its longest
+        sequence: a stream of mostly short histories costs what they are, not max_len."""
         self.model.eval()
         encoded = [self.encode(seq) for seq in sequences]
-        n_out = len(self._item_ids) if columns is None else len(columns)
-        out = np.zeros((len(encoded), n_out), dtype=np.float32)
-        if not encoded:
-            return out
-        weights = self._output_weights(columns)  # [n_out H] or [known H]
-        known = None if columns is None else columns >= 0
-        lengths = np.array([len(seq) for seq in encoded])
+        out = np.zeros((len(encoded), self.model.config.hidden), dtype=np.float32)
+        lengths = np.array([len(seq) for seq in encoded], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
         order = order[lengths[order] > 0]
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             cases = [RankingCase(encoded[b], len(encoded[b])) for b in chunk]
             inputs = _tensors(_trim_padding(_contexts(cases, self.model.config)), self.device)
-            hidden = self.model(*inputs, last_only=True)[:, -1]  # [C H]
-            scores = (hidden @ weights.T).float().cpu().numpy()  # [C known]
-            if known is None or known.all():
-                out[chunk] = scores
-            else:
-                rows = out[chunk]
-                rows[:, known] = scores
-                rows[:, ~known] = scores.mean(axis=1, keepdims=True) if scores.size else 0.0
-                out[chunk] = rows
+            out[chunk] = self.model(*inputs, last_only=True)[:, -1].float().cpu().numpy()
         return out
 
-    def _output_weights(self, columns: np.ndarray | None) -> torch.Tensor:
-        """Item embeddings in the caller's column order (cached while columns don't change)."""
-        table = self.model.item_emb.weight[1:]  # [n_items H]; row j is item id j+1
-        if columns is None:
-            return table
-        key = (columns.shape[0], hash(columns.tobytes()))
+    def item_factors(self, columns: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Item vectors in the caller's column order (-1: the mean known vector, so its
+        score is the mean over known items), with their mean and covariance (float64);
+        cached while the columns do not change."""
+        key = None if columns is None else (columns.shape[0], hash(columns.tobytes()))
         if self._aligned is None or self._aligned[0] != key:
-            index = torch.as_tensor(columns[columns >= 0], device=table.device)
-            self._aligned = (key, table.index_select(0, index).detach())
+            table = self.model.item_emb.weight[1:].detach().float().cpu().numpy()
+            factors = table
+            if columns is not None:
+                known = columns >= 0
+                factors = np.empty((len(columns), table.shape[1]), dtype=np.float32)
+                factors[known] = table[columns[known]]
+                factors[~known] = table[columns[known]].mean(axis=0) if known.any() else 0.0
+            wide = factors.astype(np.float64)
+            mean = wide.mean(axis=0)
+            covariance = wide.T @ wide / max(len(wide), 1) - np.outer(mean, mean)
+            self._aligned = (key, (factors, mean, covariance))
         return self._aligned[1]
 
     def _sequences(

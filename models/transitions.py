@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import sparse
 
 
 class ItemTransitions:
@@ -77,20 +78,34 @@ class ItemTransitions:
 
     def score(self, recent_rows: Sequence[Sequence[int]], n_items: int) -> np.ndarray:
         """``[B, n_items]`` scores from each user's recent rows (oldest first)."""
-        out = np.zeros((len(recent_rows), n_items), dtype=np.float32)
+        return self.sparse_scores(recent_rows, n_items).toarray()
+
+    def sparse_scores(
+        self, recent_rows: Sequence[Sequence[int]], n_items: int
+    ) -> sparse.csr_matrix:
+        """:meth:`score` as a CSR matrix: a user's few followed items, not every item."""
+        users, cols, vals = [], [], []
         for b, rows in enumerate(recent_rows):
             weight = 1.0
             for prev in reversed(rows[-self.window :]):
                 arrays = self._row(prev)
                 if arrays is not None:
-                    cols, vals = arrays
-                    keep = cols < n_items
-                    out[b, cols[keep]] += weight * vals[keep]
+                    keep = arrays[0] < n_items
+                    cols.append(arrays[0][keep])
+                    vals.append(weight * arrays[1][keep])
+                    users.append(np.full(len(cols[-1]), b))
                 weight *= self.score_decay
-        received = np.ones(n_items)
+        shape = (len(recent_rows), n_items)
+        if not cols:
+            return sparse.csr_matrix(shape, dtype=np.float32)
+        columns = np.concatenate(cols)
         m = min(n_items, self._received.shape[0])
-        received[:m] = np.maximum(self._received[:m], 1.0)
-        return out * (received**-self.pop_exponent).astype(np.float32)
+        damping = np.ones(n_items)
+        damping[:m] = np.maximum(self._received[:m], 1.0) ** -self.pop_exponent
+        values = np.concatenate(vals) * damping[columns].astype(np.float32)
+        matrix = sparse.csr_matrix((values, (np.concatenate(users), columns)), shape=shape)
+        matrix.sum_duplicates()  # canonical: one entry per (user, item), sorted
+        return matrix
 
     def row_scores(self, prev: int, columns: np.ndarray) -> np.ndarray:
         """Normalised followed-by counts from ``prev`` to each of ``columns`` (no damping)."""

@@ -3,7 +3,14 @@ import pytest
 
 from models import HashingTextEncoder, ItemFeaturizer, ItemText, Recommender, UserProfile
 from models.evaluation import RecommenderScorer, prequential, waves
-from models.fusion import FusionGate, StandardizedSignals, activity_bucket, standardize
+from models.fusion import (
+    FactoredSignals,
+    FusionGate,
+    LinearScores,
+    StandardizedSignals,
+    activity_bucket,
+    standardize,
+)
 from models.long_term import LongTermInterest, pack_vector, render_history, unpack_vector
 from models.streaming import Interaction
 from models.transitions import ItemTransitions
@@ -30,6 +37,59 @@ def test_standardized_signals_blend_equals_weighted_z_scores():
     np.testing.assert_allclose(signals.z(2, columns), z[:, 2, columns], rtol=1e-4, atol=1e-5)
     subset = signals.rows(np.array([3, 1]))
     np.testing.assert_allclose(subset.z(0, columns), z[:, 3, columns], rtol=1e-4, atol=1e-5)
+
+
+def test_factored_signals_give_the_dense_blend_and_z_scores():
+    from scipy import sparse
+
+    rng = np.random.default_rng(4)
+    users, n_items, dim = 5, 40, 6
+    items = rng.normal(size=(n_items, dim)).astype(np.float32) + 0.5  # a shared direction
+    wide = items.astype(np.float64)
+    moments = (wide.mean(axis=0), np.cov(wide.T, bias=True))
+    queries = rng.normal(size=(users, dim)).astype(np.float32)
+    queries[4] = 0.0  # a user with no evidence: constant scores, weight zero
+    dense_sparse = np.where(
+        rng.uniform(size=(users, n_items)) < 0.2, rng.exponential(size=(users, n_items)), 0.0
+    )
+    shared = rng.exponential(size=n_items).astype(np.float32)
+    parts = [
+        LinearScores(queries, items, *moments),
+        LinearScores(rng.normal(size=(users, dim)).astype(np.float32), items, *moments),
+        sparse.csr_matrix(dense_sparse.astype(np.float32)),
+        shared,
+    ]
+    buckets = np.array([0, 1, 2, 3, 4])
+    factored = FactoredSignals(parts, n_items, buckets)
+    dense = StandardizedSignals([np.asarray(r, dtype=np.float32) for r in factored.raw], buckets)
+    np.testing.assert_allclose(factored.raw[0], queries @ items.T, rtol=1e-5)
+    np.testing.assert_allclose(factored.mean, dense.mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(factored.scale, dense.scale, rtol=1e-3, atol=1e-5)
+    weights = rng.uniform(size=(users, 4))
+    np.testing.assert_allclose(factored.blend(weights), dense.blend(weights), rtol=1e-4, atol=1e-4)
+    assert factored.scale[0, 4] == 0  # no evidence: the signal weighs nothing
+    columns = np.array([0, 3, 17, 39])
+    for b in range(users):
+        np.testing.assert_allclose(factored.z(b, columns), dense.z(b, columns), atol=1e-4)
+    subset, dense_subset = factored.rows(np.array([3, 1])), dense.rows(np.array([3, 1]))
+    np.testing.assert_allclose(subset.z(1, columns), dense_subset.z(1, columns), atol=1e-4)
+    np.testing.assert_allclose(
+        subset.blend(weights[[3, 1]]), dense_subset.blend(weights[[3, 1]]), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_item_moments_follow_updates():
+    featurizer = ItemFeaturizer(HashingTextEncoder(dim=8))
+    index = featurizer.new_index()
+    rng = np.random.default_rng(5)
+    texts = [ItemText(f"i{n}", f"item {n}", ("c",), None) for n in range(30)]
+    index.upsert(texts, rng.normal(size=(30, featurizer.dim)))
+    index.upsert(texts[:5] + texts[:2], rng.normal(size=(7, featurizer.dim)))  # updates, repeats
+    index.ensure("id-only")  # a row without content: zeros
+    mean, covariance = index.feature_moments()
+    wide = index.features.astype(np.float64)
+    np.testing.assert_allclose(mean, wide.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(covariance, np.cov(wide.T, bias=True), atol=1e-9)
 
 
 def test_activity_buckets():
