@@ -79,6 +79,7 @@ class RecommenderConfig:
     interest_half_life_s: float = 7 * 86_400.0
     popularity_half_life_s: float = 7 * 86_400.0
     transitions_window: int = 5
+    transitions_neighbours: int = 200  # most-followed items scored per recent item
     exclude_consumed: bool = True
     dedup_window: int = 16  # recent event ids kept to spot producer retries
     signals: tuple[str, ...] = SIGNALS
@@ -105,7 +106,9 @@ class Recommender:
         self.items = items
         self.config = config or RecommenderConfig()
         self.popularity = DecayedPopularity(self.config.popularity_half_life_s)
-        self.transitions = ItemTransitions(self.config.transitions_window)
+        self.transitions = ItemTransitions(
+            self.config.transitions_window, max_neighbours=self.config.transitions_neighbours
+        )
         self.long_term = long_term
         self.gate = gate or FusionGate(signals=self.config.signals)
         self.trend = DecayedPopularity(self.config.trend_half_life_s)

@@ -32,8 +32,12 @@ class ItemTransitions:
         reverse_weight: float = 0.5,
         row_norm: float = 0.5,
         pop_exponent: float = 0.1,
+        max_neighbours: int = 200,
     ) -> None:
         self.window = window
+        # Items scored from one source: its most-followed ones (0: all). A popular item is
+        # followed by thousands; the tail changes no top-k but was 9k entries per user.
+        self.max_neighbours = max_neighbours
         self.score_decay = score_decay
         self.reverse_weight = reverse_weight
         self.row_norm = row_norm
@@ -73,6 +77,9 @@ class ItemTransitions:
                 return None
             cols = np.fromiter(followers.keys(), dtype=np.int64, count=len(followers))
             vals = np.fromiter(followers.values(), dtype=np.float32, count=len(followers))
+            if 0 < self.max_neighbours < len(cols):
+                top = np.argpartition(-vals, self.max_neighbours - 1)[: self.max_neighbours]
+                cols, vals = cols[top], vals[top]
             cached = self._arrays[prev] = (cols, vals / self._row_sums[prev] ** self.row_norm)
         return cached
 
