@@ -354,6 +354,12 @@ def failover(
         stream.stop()
         producer.flush()
         wrong = scenario.wait_consistent(ledger, timeout=timeout_s, via=survivor)
+        # A batch's recommendations go out after its state is written: give the last ones time.
+        _wait_for(
+            lambda: len(watcher.first_per_user_after(killed, ledger.produced_at))
+            == len(ledger.users),
+            30,
+        )
         served = watcher.first_per_user_after(killed, ledger.produced_at)
         recovery = scenario.workers[survivor].log()[survivor_log:]
         report.update(
@@ -365,6 +371,7 @@ def failover(
                 f"user-profiles-changelog[{p}]=" in recovery.split("Changelog ends (active)")[-1]
                 for p in range(scenario.settings.partitions)
             ),
+            users_served_again=len(served),
             all_users_served_again_s=round(max(served.values()) - killed, 2)
             if len(served) == len(ledger.users)
             else None,
