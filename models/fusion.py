@@ -10,8 +10,10 @@ hard negatives: hard ones bias the gate against whichever signal ranks first).
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -86,8 +88,9 @@ class StandardizedSignals:
         subset.mean, subset.scale = self.mean[:, index], self.scale[:, index]
         return subset
 
-    def blend(self, weights: np.ndarray) -> np.ndarray:
-        """``weights``: ``[B, S]``; returns ``[B, N]`` = sum over signals of weight × z."""
+    def blend(self, weights: np.ndarray, coarse: bool = False) -> np.ndarray:
+        """``weights``: ``[B, S]``; returns ``[B, N]`` = sum over signals of weight × z
+        (always exact: ``coarse`` is for :class:`FactoredSignals`)."""
         coef = (weights.T * self.scale).astype(np.float32)  # [S B]
         out = np.zeros(self.raw[0].shape, dtype=np.float32)
         scratch = np.empty_like(out)
@@ -112,6 +115,8 @@ class LinearScores:
     items: np.ndarray  # [N d] float32
     item_mean: np.ndarray  # [d]
     item_cov: np.ndarray  # [d d]
+    # ``items`` in bfloat16, for a coarse blend that only shortlists (see ``blend``).
+    coarse_items: torch.Tensor | None = None
 
     def dense(self) -> np.ndarray:
         return self.queries @ self.items.T
@@ -120,7 +125,7 @@ class LinearScores:
         return self.items[columns] @ self.queries[b]
 
     def rows(self, index: np.ndarray) -> LinearScores:
-        return LinearScores(self.queries[index], self.items, self.item_mean, self.item_cov)
+        return replace(self, queries=self.queries[index])
 
 
 # How FactoredSignals holds one signal: a dot product, a sparse [B, N] matrix, or one
@@ -196,24 +201,21 @@ class FactoredSignals:
 
     def rows(self, index: np.ndarray) -> FactoredSignals:
         subset = object.__new__(FactoredSignals)
-        subset.parts = [
-            part
-            if isinstance(part, np.ndarray)
-            else part.rows(index)
-            if isinstance(part, LinearScores)
-            else part[index]
-            for part in self.parts
-        ]
+        subset.parts = [_part_rows(part, index) for part in self.parts]
         subset.n_items, subset.buckets = self.n_items, self.buckets[index]
         subset.n_users = len(subset.buckets)
         subset.mean, subset.scale = self.mean[:, index], self.scale[:, index]
         return subset
 
-    def blend(self, weights: np.ndarray) -> np.ndarray:
-        """``weights``: ``[B, S]``; returns ``[B, N]`` = sum over signals of weight × z."""
+    def blend(self, weights: np.ndarray, coarse: bool = False) -> np.ndarray:
+        """``weights``: ``[B, S]``; returns ``[B, N]`` = sum over signals of weight × z.
+
+        ``coarse``: dot products in bfloat16 where a part has ``coarse_items`` (about 3
+        significant digits): good for a shortlist that is then scored exactly with ``z``.
+        """
         coef = weights.T * self.scale  # [S B]
         out = torch.zeros((self.n_users, self.n_items), dtype=torch.float32)
-        queries_by_items: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        queries_by_items: dict[int, tuple[np.ndarray, LinearScores]] = {}
         for s, part in enumerate(self.parts):
             if not coef[s].any():
                 continue
@@ -222,7 +224,7 @@ class FactoredSignals:
                 key = id(part.items)
                 if key in queries_by_items:
                     weighted = weighted + queries_by_items[key][0]
-                queries_by_items[key] = (weighted, part.items)
+                queries_by_items[key] = (weighted, part)
             elif sparse.issparse(part):
                 users = np.repeat(np.arange(self.n_users), np.diff(part.indptr))
                 flat = out.view(-1).numpy()
@@ -230,10 +232,46 @@ class FactoredSignals:
                 flat[users * self.n_items + part.indices] += coef[s][users] * part.data
             else:
                 out.addr_(torch.from_numpy(coef[s].astype(np.float32)), torch.from_numpy(part))
-        for queries, items in queries_by_items.values():
-            out.addmm_(torch.from_numpy(queries), torch.from_numpy(items).T)
+        for queries, part in queries_by_items.values():
+            if coarse and part.coarse_items is not None:
+                low = torch.from_numpy(queries).to(part.coarse_items.dtype)
+                out.add_(low @ part.coarse_items.T)
+            else:
+                out.addmm_(torch.from_numpy(queries), torch.from_numpy(part.items).T)
         out -= torch.from_numpy((coef * self.mean).sum(axis=0).astype(np.float32))[:, None]
         return out.numpy()
+
+
+def _part_rows(part: SignalPart, index: np.ndarray) -> SignalPart:
+    if isinstance(part, LinearScores):
+        return part.rows(index)
+    return part if isinstance(part, np.ndarray) else part[index]
+
+
+@functools.cache
+def bfloat16_matmul_is_faster() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices clearly faster than float32.
+
+    Only CPUs with bfloat16 instructions do (elsewhere bfloat16 is emulated and slower),
+    and torch offers no public test for them, so this times both once per process, at
+    the blend's shape: a batch of queries against a block of 448-wide item rows.
+    """
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.randn(256, 448, generator=generator)
+    items = torch.randn(4096, 448, generator=generator)
+
+    def best_of_three(a: torch.Tensor, b: torch.Tensor) -> float:
+        a @ b.T  # warm-up
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            a @ b.T
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    full = best_of_three(queries, items)
+    low = best_of_three(queries.bfloat16(), items.bfloat16())
+    return low < 0.6 * full
 
 
 def _sparse_row_at(matrix: sparse.csr_matrix, b: int, columns: np.ndarray) -> np.ndarray:
@@ -276,9 +314,9 @@ class FusionGate:
         self.updates = 0
         self._rng = np.random.default_rng(seed)
 
-    def blend(self, signals: Signals) -> np.ndarray:
+    def blend(self, signals: Signals, coarse: bool = False) -> np.ndarray:
         """Fused ``[B, N]`` scores: each user's bucket weights over the z-scored signals."""
-        return signals.blend(self.weights[signals.buckets])
+        return signals.blend(self.weights[signals.buckets], coarse=coarse)
 
     def learn(
         self,

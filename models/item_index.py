@@ -96,6 +96,7 @@ class ItemIndex:
         # content score over all items follow from them (models.fusion.LinearScores).
         self._feature_sum = np.zeros(dim)
         self._feature_gram = np.zeros((dim, dim))
+        self.content_version = 0  # bumped when stored feature rows change (caches key on it)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -158,6 +159,7 @@ class ItemIndex:
         after = self._features[changed].astype(np.float64)
         self._feature_sum += after.sum(axis=0) - before.sum(axis=0)
         self._feature_gram += after.T @ after - before.T @ before
+        self.content_version += 1
         return rows
 
     def retire(self, item_id: str) -> None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol
 
 import numpy as np
+import torch
 
 from models.events import DEFAULT_EVENT_WEIGHTS, PAST_TENSE, event_weight
 from models.fusion import (
@@ -29,6 +30,7 @@ from models.fusion import (
     LinearScores,
     SignalPart,
     activity_bucket,
+    bfloat16_matmul_is_faster,
 )
 from models.item_index import ItemIndex
 from models.long_term import LongTermInterest, unpack_vector
@@ -89,6 +91,11 @@ class RecommenderConfig:
     rerank_per_signal: int = 30  # candidates taken from each signal's (and the blend's) top
     rerank_learning_rate: float = 0.2
     trend_half_life_s: float = 86_400.0  # "trending now" popularity for the re-ranker
+    # Serving ranks in two steps: a blend with bfloat16 dot products shortlists the best
+    # ``shortlist_factor * top_k`` items, which are then scored exactly. "auto": bfloat16
+    # where this CPU runs it faster; "float32": one exact pass.
+    ranking_precision: str = "auto"  # auto | bfloat16 | float32
+    shortlist_factor: int = 4
 
 
 class Recommender:
@@ -128,6 +135,7 @@ class Recommender:
         self._last_signals: FactoredSignals | None = None
         self._last_ranked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._rng = np.random.default_rng(0)
+        self._coarse_items: dict[str, tuple[tuple, torch.Tensor]] = {}
         if sequence is not None:
             self.attach_sequence(sequence)
 
@@ -322,10 +330,38 @@ class Recommender:
             return self._last_signals
         return None
 
+    @property
+    def ranks_coarse_first(self) -> bool:
+        """Whether ``recommend`` shortlists with a bfloat16 blend (not with the re-ranker:
+        it re-scores candidates from the exact blend)."""
+        precision = self.config.ranking_precision
+        if self.reranker is not None or precision == "float32":
+            return False
+        return precision == "bfloat16" or bfloat16_matmul_is_faster()
+
+    def _with_coarse_items(self, parts: dict[str, SignalPart]) -> dict[str, SignalPart]:
+        """``parts`` with bfloat16 copies of their item matrices, kept while unchanged."""
+        out = dict(parts)
+        for name, part in parts.items():
+            if not isinstance(part, LinearScores):
+                continue
+            content = name in ("short_term", "long_term")
+            # Content rows change in place (upserts); the sequence model's are a new array.
+            key = (len(part.items), self.items.content_version if content else id(part.items))
+            slot = "content" if content else name
+            cached = self._coarse_items.get(slot)
+            if cached is None or cached[0] != key:
+                cached = (key, torch.from_numpy(part.items).bfloat16())
+                self._coarse_items[slot] = cached
+            out[name] = replace(part, coarse_items=cached[1])
+        return out
+
     def _standardized(
-        self, profiles: Sequence[UserProfile], remember: bool = False
+        self, profiles: Sequence[UserProfile], remember: bool = False, coarse: bool = False
     ) -> FactoredSignals:
         parts = self._signal_parts(profiles)
+        if coarse:
+            parts = self._with_coarse_items(parts)
         buckets = np.array([activity_bucket(p.events_applied) for p in profiles])
         signals = FactoredSignals([parts[s] for s in self.gate.signals], len(self.items), buckets)
         if remember:
@@ -351,11 +387,11 @@ class Recommender:
         return excluded
 
     def _final_scores(
-        self, profiles: Sequence[UserProfile], signals: FactoredSignals
+        self, profiles: Sequence[UserProfile], signals: FactoredSignals, coarse: bool = False
     ) -> np.ndarray:
         """``[B, N]``: the gate's blend, or with the re-ranker, its scores on each user's
         candidates placed above every other item (kept in blend order below them)."""
-        fused = self.gate.blend(signals)
+        fused = self.gate.blend(signals, coarse=coarse)
         if self.reranker is None:
             return fused
         n_items = fused.shape[1]
@@ -420,21 +456,25 @@ class Recommender:
         k = k or self.config.top_k
         if not profiles or len(self.items) == 0:
             return [[] for _ in profiles]
-        signals = self._standardized(profiles)
-        fused = self._final_scores(profiles, signals)
+        coarse = self.ranks_coarse_first
+        signals = self._standardized(profiles, coarse=coarse)
+        fused = self._final_scores(profiles, signals, coarse=coarse)
         if self.items.retired:
             fused[:, list(self.items.retired)] = -np.inf
         if self.config.exclude_consumed:
             for b, profile in enumerate(profiles):
                 fused[b, [self.items.row_of[i] for i in profile.items]] = -np.inf
-        k_eff = min(k, fused.shape[1])
-        top = np.argpartition(-fused, k_eff - 1, axis=1)[:, :k_eff]
+        shortlist = min(k * self.config.shortlist_factor if coarse else k, fused.shape[1])
+        top = torch.topk(torch.from_numpy(fused), shortlist, dim=1).indices.numpy()
         results = []
         for b, profile in enumerate(profiles):
-            order = top[b][np.argsort(-fused[b, top[b]], kind="stable")]
-            order = order[np.isfinite(fused[b, order])]
+            candidates = top[b][np.isfinite(fused[b, top[b]])]
             weights = self.gate.weights[signals.buckets[b]]
-            contributions = weights[:, None] * signals.z(b, order)  # [S K]
+            contributions = weights[:, None] * signals.z(b, candidates)  # [S C]
+            # The blend is the sum of the contributions: exact where the shortlist was coarse.
+            exact = contributions.sum(axis=0) if coarse else fused[b, candidates]
+            keep = np.argsort(-exact, kind="stable")[:k]
+            order, contributions, exact = candidates[keep], contributions[:, keep], exact[keep]
             leading = contributions.argmax(axis=0)
             positive = contributions.max(axis=0) > 0
             memo: dict[str, object] = {}  # per-user work shared by this user's reasons
@@ -442,7 +482,7 @@ class Recommender:
                 [
                     ScoredItem(
                         self.items.ids[row],
-                        round(float(fused[b, row]), 6),
+                        round(float(exact[col]), 6),
                         self._reason(
                             profile,
                             int(row),

@@ -85,22 +85,26 @@ def bert_rates(device: str, batch_sizes: list[int], n_texts: int) -> list[dict]:
     return rows
 
 
-def ranking_rates(n_items: int, batch_sizes: list[int], seed: int = 0) -> list[dict]:
-    """The served ranking (every signal but the Transformer, which is timed above)."""
+def ranking_rates(
+    n_items: int, batch_sizes: list[int], seed: int = 0, precision: str = "auto"
+) -> list[dict]:
+    """The served ranking (every signal but the Transformer, which is timed above);
+    ``precision`` as ``STREAMREC_RANKING_PRECISION`` (``float32``: the exact baseline)."""
     from models import ItemFeaturizer, Recommender, RecommenderConfig, UserProfile
     from models.item_index import ItemText
     from models.text_encoder import HashingTextEncoder
     from schemas import BehaviorEvent
 
     rng = np.random.default_rng(seed)
-    featurizer = ItemFeaturizer(HashingTextEncoder(dim=128))
+    featurizer = ItemFeaturizer(HashingTextEncoder(dim=384))  # MiniLM's width
     items = featurizer.new_index()
     texts = [ItemText(f"i{n}", f"item {n}", (f"cat-{n % 50}",), None) for n in range(n_items)]
     # Random unit vectors stand in for embeddings: ranking cost does not depend on values.
     vectors = rng.standard_normal((n_items, featurizer.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     items.upsert(texts, vectors)
-    recommender = Recommender(items, RecommenderConfig(), content_name=featurizer.name)
+    config = RecommenderConfig(ranking_precision=precision)
+    recommender = Recommender(items, config, content_name=featurizer.name)
     profiles = []
     now = time.time()
     for u in range(max(batch_sizes)):
@@ -143,12 +147,17 @@ def run_components(device: str, say: Callable[[str], None], quick: bool = False)
     results["bert_items_per_s"] = with_speedup(
         bert_rates(device, bert_batches, n_texts=4096 if gpu else 64 if quick else 512)
     )
-    results["ranking_users_per_s"] = {
-        f"{n_items}_items": with_speedup(
-            ranking_rates(n_items, [1, 64, 256] if n_items <= 20_000 else [1, 64])
-        )
-        for n_items in ((20_000, 1_000_000) if not quick else (2_000,))
-    }
+    catalogs = {n: [1, 64, 256] if n <= 20_000 else [1, 64] for n in (20_000, 1_000_000)}
+    if quick:
+        catalogs = {2_000: [1, 64]}
+    for key, precision in (
+        ("ranking_users_per_s", "auto"),
+        ("ranking_float32_users_per_s", "float32"),
+    ):
+        results[key] = {
+            f"{n_items}_items": with_speedup(ranking_rates(n_items, batches, precision=precision))
+            for n_items, batches in catalogs.items()
+        }
     return results
 
 
@@ -159,8 +168,12 @@ def component_table(results: dict[str, Any]) -> list[str]:
         ("Transformer user-updates (len 50)", results["transformer_user_updates_per_s"]),
         ("BERT item embeddings", results["bert_items_per_s"]),
     ] + [
-        (f"ranking users vs {name.replace('_', ' ')}", rows)
-        for name, rows in results["ranking_users_per_s"].items()
+        (f"ranking users vs {name.replace('_', ' ')}{label}", rows)
+        for key, label in (
+            ("ranking_users_per_s", ""),
+            ("ranking_float32_users_per_s", " (float32 only: baseline)"),
+        )
+        for name, rows in results.get(key, {}).items()
     ]
     for label, rows in groups:
         for row in rows:

@@ -63,6 +63,7 @@ class Engine:
                 signals=tuple(signals),
                 learn_gate=settings.gate_learning,
                 rerank=settings.rerank,
+                ranking_precision=settings.ranking_precision,
             ),
             content_name=self.featurizer.name,
             long_term=long_term,

@@ -78,6 +78,45 @@ def test_factored_signals_give_the_dense_blend_and_z_scores():
     )
 
 
+def test_bfloat16_shortlist_then_exact_scores_serve_what_the_exact_blend_serves():
+    from dataclasses import replace
+
+    from models import RecommenderConfig
+    from schemas import BehaviorEvent
+
+    rng = np.random.default_rng(6)
+    featurizer = ItemFeaturizer(HashingTextEncoder(dim=48))
+    index = featurizer.new_index()
+    n_items = 3000
+    texts = [ItemText(f"i{n}", f"item {n}", (f"c{n % 7}",), None) for n in range(n_items)]
+    vectors = rng.normal(size=(n_items, featurizer.dim)).astype(np.float32)
+    index.upsert(texts, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    coarse = Recommender(index, RecommenderConfig(ranking_precision="bfloat16"))
+    profiles = []
+    for u in range(40):
+        profile = UserProfile(f"u{u}")
+        for n, item in enumerate(rng.zipf(1.4, size=25) % n_items):
+            event = BehaviorEvent(
+                event_id=f"u{u}-{n}",
+                user_id=profile.user_id,
+                item_id=f"i{item}",
+                event_type="view",
+                timestamp=1_700_000_000.0 + 60 * n,
+            )
+            coarse.learn_one(profile, event, None)
+        profiles.append(profile)
+
+    def served(precision: str) -> list[list[str]]:
+        coarse.config = replace(coarse.config, ranking_precision=precision)
+        return [[s.item_id for s in items] for items in coarse.recommend(profiles)]
+
+    assert coarse.ranks_coarse_first
+    assert served("bfloat16") == served("float32")
+    # Content rows updated in place: the bfloat16 copy must follow (it is cached).
+    index.upsert(texts[:500], -index.features[:500].copy())
+    assert served("bfloat16") == served("float32")
+
+
 def test_item_moments_follow_updates():
     featurizer = ItemFeaturizer(HashingTextEncoder(dim=8))
     index = featurizer.new_index()
