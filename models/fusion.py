@@ -10,8 +10,6 @@ hard negatives: hard ones bias the gate against whichever signal ranks first).
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -246,32 +244,6 @@ def _part_rows(part: SignalPart, index: np.ndarray) -> SignalPart:
     if isinstance(part, LinearScores):
         return part.rows(index)
     return part if isinstance(part, np.ndarray) else part[index]
-
-
-@functools.cache
-def bfloat16_matmul_is_faster() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices clearly faster than float32.
-
-    Only CPUs with bfloat16 instructions do (elsewhere bfloat16 is emulated and slower),
-    and torch offers no public test for them, so this times both once per process, at
-    the blend's shape: a batch of queries against a block of 448-wide item rows.
-    """
-    generator = torch.Generator().manual_seed(0)
-    queries = torch.randn(256, 448, generator=generator)
-    items = torch.randn(4096, 448, generator=generator)
-
-    def best_of_three(a: torch.Tensor, b: torch.Tensor) -> float:
-        a @ b.T  # warm-up
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            a @ b.T
-            times.append(time.perf_counter() - started)
-        return min(times)
-
-    full = best_of_three(queries, items)
-    low = best_of_three(queries.bfloat16(), items.bfloat16())
-    return low < 0.6 * full
 
 
 def _sparse_row_at(matrix: sparse.csr_matrix, b: int, columns: np.ndarray) -> np.ndarray:

@@ -30,11 +30,11 @@ from models.fusion import (
     LinearScores,
     SignalPart,
     activity_bucket,
-    bfloat16_matmul_is_faster,
 )
 from models.item_index import ItemIndex
 from models.long_term import LongTermInterest, unpack_vector
 from models.popularity import DecayedPopularity
+from models.precision import use_bfloat16
 from models.profile import UserProfile
 from models.reranker import CandidateReranker, RankingContext
 from models.transitions import ItemTransitions
@@ -334,10 +334,7 @@ class Recommender:
     def ranks_coarse_first(self) -> bool:
         """Whether ``recommend`` shortlists with a bfloat16 blend (not with the re-ranker:
         it re-scores candidates from the exact blend)."""
-        precision = self.config.ranking_precision
-        if self.reranker is not None or precision == "float32":
-            return False
-        return precision == "bfloat16" or bfloat16_matmul_is_faster()
+        return self.reranker is None and use_bfloat16(self.config.ranking_precision)
 
     def _with_coarse_items(self, parts: dict[str, SignalPart]) -> dict[str, SignalPart]:
         """``parts`` with bfloat16 copies of their item matrices, kept while unchanged."""

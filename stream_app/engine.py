@@ -43,7 +43,7 @@ class Engine:
     def __init__(self, settings: Settings, signals: Sequence[str] = SIGNALS) -> None:
         self.settings = settings
         self.device = settings.resolved_device()
-        encoder = build_text_encoder(settings.text_encoder, self.device)
+        encoder = build_text_encoder(settings.text_encoder, self.device, settings.precision)
         self.featurizer = ItemFeaturizer(encoder)
         self.items = self.featurizer.new_index()
         long_term = (
@@ -63,7 +63,7 @@ class Engine:
                 signals=tuple(signals),
                 learn_gate=settings.gate_learning,
                 rerank=settings.rerank,
-                ranking_precision=settings.ranking_precision,
+                ranking_precision=settings.precision,
             ),
             content_name=self.featurizer.name,
             long_term=long_term,

@@ -119,9 +119,9 @@ class Settings:
     gate_learning: bool = True  # learn the per-user blend online from the stream
     gate_sample_rate: float = 0.25  # share of users' events the gate learns from
     rerank: bool = False  # online learned re-ranker (models/reranker.py); see README: Evaluation
-    # auto: shortlist with bfloat16 dot products where this CPU runs them faster, then score
-    # the shortlist exactly; float32: one exact pass (models/recommender.py)
-    ranking_precision: str = "auto"
+    # auto: bfloat16 where this machine runs it faster (models/precision.py): the ranking
+    # shortlist (then scored exactly) and BERT inference; float32: exact everywhere
+    precision: str = "auto"
     # input policy
     max_message_bytes: int = 64 * 1024
     unknown_fields: str = "ignore"  # ignore | reject
@@ -173,8 +173,8 @@ class Settings:
             raise ConfigError("STREAMREC_GATE_SAMPLE_RATE must be between 0 and 1")
         if self.unknown_fields not in ("ignore", "reject"):
             raise ConfigError("STREAMREC_UNKNOWN_FIELDS must be 'ignore' or 'reject'")
-        if self.ranking_precision not in ("auto", "bfloat16", "float32"):
-            raise ConfigError("STREAMREC_RANKING_PRECISION must be auto, bfloat16 or float32")
+        if self.precision not in ("auto", "bfloat16", "float32"):
+            raise ConfigError("STREAMREC_PRECISION must be auto, bfloat16 or float32")
         if self.log_format not in ("text", "json"):
             raise ConfigError("STREAMREC_LOG_FORMAT must be 'text' or 'json'")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -198,3 +198,13 @@ def test_stored_profile_is_compact_and_round_trips(recommender):
     old = {**profile.to_dict(), "ts": profile.times, "r": profile.recent_ids}
     del old["v"], old["tg"]
     assert UserProfile.from_dict(old).times == profile.times
+
+
+def test_bert_in_bfloat16_embeds_like_float32():
+    from models.text_encoder import BertTextEncoder, packaged_minilm_path
+
+    texts = ["purchased 'Toy Story (1995)' (Animation, Comedy); viewed 'Fargo (1996)'", "Heat"]
+    exact = BertTextEncoder(packaged_minilm_path(), precision="float32").encode(texts)
+    low = BertTextEncoder(packaged_minilm_path(), precision="bfloat16").encode(texts)
+    assert not np.array_equal(exact, low)  # bfloat16 did run
+    assert np.all((exact * low).sum(axis=1) > 0.999)

@@ -38,6 +38,7 @@ def test_environment_then_flags():
         ),
         ({"STREAMREC_KAFKA_PROTOCOL": "TLS"}, "SECURITY_PROTOCOL"),
         ({"STREAMREC_UNKNOWN_FIELDS": "keep"}, "UNKNOWN_FIELDS"),
+        ({"STREAMREC_PRECISION": "half"}, "STREAMREC_PRECISION"),
     ],
 )
 def test_bad_settings_fail_with_a_clear_message(env, message):

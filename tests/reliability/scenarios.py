@@ -356,8 +356,9 @@ def failover(
         wrong = scenario.wait_consistent(ledger, timeout=timeout_s, via=survivor)
         # A batch's recommendations go out after its state is written: give the last ones time.
         _wait_for(
-            lambda: len(watcher.first_per_user_after(killed, ledger.produced_at))
-            == len(ledger.users),
+            lambda: (
+                len(watcher.first_per_user_after(killed, ledger.produced_at)) == len(ledger.users)
+            ),
             30,
         )
         served = watcher.first_per_user_after(killed, ledger.produced_at)
