@@ -89,7 +89,7 @@ def ranking_rates(
     n_items: int, batch_sizes: list[int], seed: int = 0, precision: str = "auto"
 ) -> list[dict]:
     """The served ranking (every signal but the Transformer, which is timed above);
-    ``precision`` as ``STREAMREC_RANKING_PRECISION`` (``float32``: the exact baseline)."""
+    ``precision`` as ``STREAMREC_PRECISION`` (``float32``: the exact baseline)."""
     from models import ItemFeaturizer, Recommender, RecommenderConfig, UserProfile
     from models.item_index import ItemText
     from models.text_encoder import HashingTextEncoder
