@@ -1,7 +1,8 @@
 """Baseline recommenders for the prequential evaluator (see ``models.streaming``).
 
 Each class implements :class:`models.streaming.StreamingScorer`. They keep their own state
-and never share code with the product model, so improving streamrec cannot move them.
+and share no model code with the product (a generic container aside), so improving
+streamrec cannot move them.
 
 Items a baseline has never learned from score 0 (biased ``RiverMF``: global mean plus the
 user's bias). An unknown user gets the item-only part of the score: popularity for the
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from river import optim, reco
 
+from models.sparse_rows import SparseRows
 from models.streaming import Interaction
 
 __all__ = ["CoOccurrence", "MostPopular", "RecentPopular", "RiverMF"]
@@ -330,41 +332,6 @@ class RiverMF:
         return row
 
 
-class _SparseRows:
-    """Growable sparse rows of float counts: per row a column array, a value array and a
-    column -> slot dict, so an increment is O(1) and reading a row is two array slices."""
-
-    _EMPTY = (np.empty(0, dtype=np.int64), np.empty(0))
-
-    def __init__(self) -> None:
-        self._slots: list[dict[int, int]] = []
-        self._cols: list[np.ndarray] = []
-        self._vals: list[np.ndarray] = []
-
-    def add(self, row: int, col: int, value: float) -> None:
-        while row >= len(self._slots):
-            self._slots.append({})
-            self._cols.append(np.empty(4, dtype=np.int64))
-            self._vals.append(np.empty(4))
-        slots = self._slots[row]
-        slot = slots.get(col)
-        if slot is None:
-            slot = slots[col] = len(slots)
-            if slot == self._cols[row].shape[0]:
-                self._cols[row] = np.resize(self._cols[row], 2 * slot)
-                self._vals[row] = np.resize(self._vals[row], 2 * slot)
-            self._cols[row][slot] = col
-            self._vals[row][slot] = value
-        else:
-            self._vals[row][slot] += value
-
-    def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        if row >= len(self._slots):
-            return self._EMPTY
-        n = len(self._slots[row])
-        return self._cols[row][:n], self._vals[row][:n]
-
-
 class CoOccurrence:
     """Item-to-item "followed-by" counts from each user's last ``window`` items.
 
@@ -424,7 +391,7 @@ class CoOccurrence:
         self.pop_exponent = pop_exponent
         self.prior_weight = prior_weight
         self._vocab = _Vocabulary()
-        self._counts = _SparseRows()
+        self._counts = SparseRows()
         self._row_sums = np.zeros(1)
         self._popularity = np.zeros(1)  # trailing slot: unknown items
         self._histories: dict[str, deque[int]] = {}

@@ -21,7 +21,7 @@ import base64
 import hashlib
 import itertools
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.events import EVENT_CODE, EVENT_TYPES
@@ -99,7 +99,15 @@ class UserProfile:
         self.last_source = source
 
     def copy(self) -> UserProfile:
-        return UserProfile.from_dict(self.to_dict())
+        """An independent copy: no list is shared with this profile."""
+        return replace(
+            self,
+            items=list(self.items),
+            kinds=list(self.kinds),
+            times=list(self.times),
+            weights=list(self.weights),
+            recent_ids=list(self.recent_ids),
+        )
 
     def kind_name(self, position: int) -> str:
         return EVENT_TYPES[self.kinds[position]]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -62,7 +62,11 @@ class SequenceModel(Protocol):
     @property
     def max_len(self) -> int: ...
 
-    def hidden_states(self, seqs: Sequence[Sequence[tuple[str, str, float]]]) -> np.ndarray: ...
+    def encode_columns(
+        self, items: Sequence[str], kinds: Sequence[int], timestamps: Sequence[float]
+    ) -> Any: ...
+
+    def hidden_states(self, seqs: Sequence[Any]) -> np.ndarray: ...
 
     def item_factors(self, columns: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
@@ -233,7 +237,9 @@ class Recommender:
     def _recent(self, profile: UserProfile, window: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and decayed weights of the last ``window`` events."""
         start = max(0, len(profile.items) - window)
-        rows = np.array([self.items.ensure(i) for i in profile.items[start:]], dtype=np.int64)
+        row_of, ensure = self.items.row_of, self.items.ensure
+        rows = [row_of[i] if i in row_of else ensure(i) for i in profile.items[start:]]
+        rows = np.array(rows, dtype=np.int64)
         age = profile.last_event_time - np.asarray(profile.times[start:], dtype=np.float64)
         decay = 0.5 ** (np.maximum(age, 0.0) / self.config.interest_half_life_s)
         weights = (np.asarray(profile.weights[start:], dtype=np.float64) * decay).astype(np.float32)
@@ -250,9 +256,9 @@ class Recommender:
         enabled = self.config.signals
         # Stored histories can name items this process has not seen yet (a worker that
         # restarted, or took over a partition): give them rows before sizing matrices.
-        for profile in profiles:
-            for item_id in profile.items:
-                self.items.ensure(item_id)
+        row_of = self.items.row_of
+        for item_id in [i for p in profiles for i in p.items if i not in row_of]:
+            self.items.ensure(item_id)
         n_items, features = len(self.items), self.items.features
         out: dict[str, SignalPart] = {}
         if "short_term" in enabled or "long_term" in enabled:
@@ -304,17 +310,8 @@ class Recommender:
             ]
             self._sequence_cols = np.concatenate([self._sequence_cols, np.array(new, np.int64)])
         max_len = self.sequence.max_len
-        seqs = [
-            list(
-                zip(
-                    p.items[-max_len:],
-                    map(p.kind_name_of, p.kinds[-max_len:]),
-                    p.times[-max_len:],
-                    strict=True,
-                )
-            )
-            for p in profiles
-        ]
+        encode, tail = self.sequence.encode_columns, slice(-max_len, None)
+        seqs = [encode(p.items[tail], p.kinds[tail], p.times[tail]) for p in profiles]
         # Items the model never saw (column -1) get the mean item vector: neutral, not last.
         factors, mean, covariance = self.sequence.item_factors(self._sequence_cols[:n_items])
         return LinearScores(self.sequence.hidden_states(seqs), factors, mean, covariance)

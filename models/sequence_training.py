@@ -630,6 +630,23 @@ class SequenceScorer:
             [float(ts) for _, _, ts in kept],
         )
 
+    def encode_columns(
+        self, items: Sequence[str], kinds: Sequence[int], timestamps: Sequence[float]
+    ) -> EncodedSequence:
+        """:meth:`encode` from parallel lists, kinds as ``models.events.EVENT_CODE`` codes
+        (how a user profile keeps them): no per-event tuples or name lookups."""
+        row_of = self._row_of
+        keep = [n for n, item in enumerate(items) if item in row_of]
+        if len(keep) < len(items):
+            items = [items[n] for n in keep]
+            kinds = [kinds[n] for n in keep]
+            timestamps = [timestamps[n] for n in keep]
+        ts = np.asarray(timestamps, dtype=np.float64)
+        gaps = np.full(len(ts), np.nan)
+        gaps[1:] = np.diff(ts)
+        rows = np.fromiter((row_of[item] for item in items), dtype=np.int64, count=len(items))
+        return EncodedSequence(rows, np.asarray(kinds, dtype=np.int64) + 1, gaps)
+
     @torch.no_grad()
     def score_sequences(
         self,
@@ -645,13 +662,15 @@ class SequenceScorer:
         return self.hidden_states(sequences) @ self.item_factors(columns)[0].T
 
     @torch.no_grad()
-    def hidden_states(self, sequences: Sequence[Sequence[SequenceEvent]]) -> np.ndarray:
+    def hidden_states(
+        self, sequences: Sequence[Sequence[SequenceEvent] | EncodedSequence]
+    ) -> np.ndarray:
         """``[B, H]`` float32: each sequence's last hidden state, its query over the items
         (scores are its dot products with :meth:`item_factors`); zeros for a sequence
         with no known item. Run in length-sorted chunks, each padded only to its longest
         sequence: a stream of mostly short histories costs what they are, not max_len."""
         self.model.eval()
-        encoded = [self.encode(seq) for seq in sequences]
+        encoded = [s if isinstance(s, EncodedSequence) else self.encode(s) for s in sequences]
         out = np.zeros((len(encoded), self.model.config.hidden), dtype=np.float32)
         lengths = np.array([len(seq) for seq in encoded], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import sparse
 
+from models.sparse_rows import SparseRows
+
 
 class ItemTransitions:
     def __init__(
@@ -42,14 +44,13 @@ class ItemTransitions:
         self.reverse_weight = reverse_weight
         self.row_norm = row_norm
         self.pop_exponent = pop_exponent
-        self._counts: dict[int, dict[int, float]] = {}
+        self._counts = SparseRows()
         self._row_sums: dict[int, float] = {}
         self._received = np.zeros(1024, dtype=np.float64)
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # normalised rows, cached
 
     def _add(self, source: int, target: int, weight: float) -> None:
-        followers = self._counts.setdefault(source, {})
-        followers[target] = followers.get(target, 0.0) + weight
+        self._counts.add(source, target, weight)
         self._row_sums[source] = self._row_sums.get(source, 0.0) + weight
         self._arrays.pop(source, None)
 
@@ -72,15 +73,14 @@ class ItemTransitions:
     def _row(self, prev: int) -> tuple[np.ndarray, np.ndarray] | None:
         cached = self._arrays.get(prev)
         if cached is None:
-            followers = self._counts.get(prev)
-            if not followers:
+            cols, vals = self._counts.row(prev)
+            if not cols.size:
                 return None
-            cols = np.fromiter(followers.keys(), dtype=np.int64, count=len(followers))
-            vals = np.fromiter(followers.values(), dtype=np.float32, count=len(followers))
             if 0 < self.max_neighbours < len(cols):
                 top = np.argpartition(-vals, self.max_neighbours - 1)[: self.max_neighbours]
                 cols, vals = cols[top], vals[top]
-            cached = self._arrays[prev] = (cols, vals / self._row_sums[prev] ** self.row_norm)
+            scaled = (vals / self._row_sums[prev] ** self.row_norm).astype(np.float32)
+            cached = self._arrays[prev] = (cols.copy(), scaled)
         return cached
 
     def score(self, recent_rows: Sequence[Sequence[int]], n_items: int) -> np.ndarray:
@@ -125,4 +125,4 @@ class ItemTransitions:
         return dense[columns]
 
     def count(self, source: int, target: int) -> float:
-        return self._counts.get(source, {}).get(target, 0.0)
+        return self._counts.get(source, target)

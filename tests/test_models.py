@@ -143,6 +143,17 @@ def test_profile_round_trips_and_stays_bounded(recommender):
     assert pickle.loads(pickle.dumps(profile)) == profile
 
 
+def test_a_profile_copy_is_equal_and_shares_no_list(recommender):
+    profile = UserProfile("u")
+    for n in range(5):
+        recommender.learn_one(profile, ev(f"e{n}", f"h{n}", 1e9 + n + 0.25), (0, n))
+    copied = profile.copy()
+    assert copied == profile  # fractional times too: a copy is not a store round trip
+    recommender.learn_one(copied, ev("e9", "h9", 2e9), (0, 9))
+    assert len(profile.items) == 5 and profile.events_applied == 5
+    assert profile.recent_ids != copied.recent_ids and profile.times != copied.times
+
+
 def test_hashing_encoder_is_deterministic_and_unit_length():
     enc = HashingTextEncoder(64)
     a, b = enc.encode(["Haunted Nightmare", "haunted nightmare"]), enc.encode(["Haunted Nightmare"])

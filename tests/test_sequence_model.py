@@ -254,3 +254,21 @@ def test_train_sequence_model_returns_a_scorer():
     assert sorted(scorer.item_ids) == sorted({it.item_id for it in data})
     assert scorer.version.startswith("sasrec_transformer/") and scorer.max_len == 8
     assert scorer.score_sequences([[("i1", "view", 0.0)]]).shape == (1, len(scorer.item_ids))
+
+
+def test_encoding_profile_columns_matches_encoding_event_tuples():
+    scorer = train_sequence_model(
+        successor_data(n_users=20, length=8), epochs=1, model_options=SMALL, progress=False
+    )
+    items = ["i1", "unknown", "i2", "i3"]
+    kinds = [0, 1, 2, 1]  # models.events codes, as a UserProfile keeps them
+    times = [10.0, 20.0, 35.0, 90.0]
+    tuples = scorer.encode(list(zip(items, [EVENT_TYPES[k] for k in kinds], times)))
+    columns = scorer.encode_columns(items, kinds, times)
+    assert len(columns) == 3  # the item the model never saw is dropped, as by encode
+    for name in ("items", "types", "gaps"):
+        assert np.array_equal(getattr(tuples, name), getattr(columns, name), equal_nan=True)
+    states = scorer.hidden_states(
+        [columns, list(zip(items, map(EVENT_TYPES.__getitem__, kinds), times))]
+    )
+    assert np.allclose(states[0], states[1])
