@@ -266,7 +266,11 @@ def activity_bucket(events_applied: int) -> int:
 
 
 class FusionGate:
-    """Weights ``[n_buckets, n_signals]``, learned online by SGD."""
+    """Weights ``[n_buckets, n_signals]``, learned online by SGD, kept non-negative.
+
+    Clipping at zero was chosen on the validation prefix of ML-100K: unclipped, the
+    long-term weight drifted below zero (NDCG@10 0.1076; clipped 0.1079).
+    """
 
     def __init__(
         self,
@@ -318,6 +322,7 @@ class FusionGate:
             grad = feats[0] - p @ feats  # ascent direction on log p(positive)
             w = self.weights[bucket]
             w += self.learning_rate * (grad - self.l2 * w)
+            np.maximum(w, 0.0, out=w)  # a signal may be ignored, never turned against itself
             self.updates += 1
 
     def describe(self) -> dict[str, dict[str, float]]:

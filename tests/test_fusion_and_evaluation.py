@@ -152,6 +152,22 @@ def test_gate_learns_to_trust_the_informative_signal():
     np.testing.assert_array_equal(gate.weights[0], before[0])  # other buckets untouched
 
 
+def test_gate_ignores_a_misleading_signal_rather_than_inverting_it():
+    rng = np.random.default_rng(0)
+    gate = FusionGate(signals=("sequence", "popularity"), learning_rate=0.05, seed=1)
+    for _ in range(300):
+        n = 200
+        positives = rng.integers(0, n, size=8)
+        informative = rng.normal(size=(8, n))
+        informative[np.arange(8), positives] += 3.0
+        misleading = rng.normal(size=(8, n))
+        misleading[np.arange(8), positives] -= 3.0  # the positive always ranks low here
+        signals = StandardizedSignals([informative, misleading], np.full(8, 2))
+        gate.learn(signals, positives, [[] for _ in range(8)])
+    assert gate.weights[2, 1] == 0.0 and gate.weights[2, 0] > 1.0
+    assert (gate.weights >= 0).all()
+
+
 def test_transitions_follow_the_order_of_actions():
     t = ItemTransitions(window=3, reverse_weight=0.0)
     for _ in range(5):

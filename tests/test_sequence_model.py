@@ -263,12 +263,11 @@ def test_encoding_profile_columns_matches_encoding_event_tuples():
     items = ["i1", "unknown", "i2", "i3"]
     kinds = [0, 1, 2, 1]  # models.events codes, as a UserProfile keeps them
     times = [10.0, 20.0, 35.0, 90.0]
-    tuples = scorer.encode(list(zip(items, [EVENT_TYPES[k] for k in kinds], times)))
+    events = list(zip(items, [EVENT_TYPES[k] for k in kinds], times, strict=True))
+    tuples = scorer.encode(events)
     columns = scorer.encode_columns(items, kinds, times)
     assert len(columns) == 3  # the item the model never saw is dropped, as by encode
     for name in ("items", "types", "gaps"):
         assert np.array_equal(getattr(tuples, name), getattr(columns, name), equal_nan=True)
-    states = scorer.hidden_states(
-        [columns, list(zip(items, map(EVENT_TYPES.__getitem__, kinds), times))]
-    )
+    states = scorer.hidden_states([columns, events])
     assert np.allclose(states[0], states[1])
