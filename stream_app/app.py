@@ -99,9 +99,17 @@ def limit_compute_threads(threads: int) -> None:
     threadpool_limits(threads)
 
 
+def faust_worker(app: faust.App, settings: Settings) -> faust.Worker:
+    """A Faust worker without the terminal spinner: at log levels of WARNING and above,
+    Faust's spinner sets the root logger to DEBUG so that it turns on every record, and
+    every debug call in Faust and aiokafka (several per message sent) then builds a record."""
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.spinner = None
+    return worker
+
+
 def run_worker(settings: Settings) -> None:
     """Run a worker in the foreground until SIGINT/SIGTERM."""
     limit_compute_threads(settings.compute_threads)
     app, _ = build_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
-    worker.execute_from_commandline()
+    faust_worker(app, settings).execute_from_commandline()

@@ -16,7 +16,7 @@ import argparse
 import faust
 from faust.web import Request, Response, View
 
-from stream_app.app import faust_app
+from stream_app.app import faust_app, faust_worker
 from stream_app.settings import Settings
 
 MODES = ("consume", "output")
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env()
     app = build_noop_app(settings, args.mode)
-    faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    faust_worker(app, settings).execute_from_commandline()
 
 
 if __name__ == "__main__":

@@ -104,3 +104,23 @@ def test_jsonl_mixes_events_and_catalog(tmp_path):
     )
     events, catalog = load_dataset(path)
     assert len(events) == 1 and catalog == [{"item_id": "a", "title": "A"}]
+
+
+def test_a_quiet_worker_builds_no_debug_records():
+    """At WARNING, Faust's spinner would set the root logger to DEBUG (a record per
+    debug call in Faust and aiokafka, several per message sent)."""
+    import logging
+
+    from stream_app.app import faust_app, faust_worker
+
+    settings = Settings(log_level="warning")
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        worker = faust_worker(faust_app(settings), settings)
+        worker._setup_logging()  # what the worker does on start
+        assert not logging.getLogger("aiokafka.producer.producer").isEnabledFor(logging.DEBUG)
+        assert root.level == logging.WARNING
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
