@@ -111,8 +111,8 @@ class Settings:
     sequence_finetune_interval_s: float = 0.0  # periodic fine-tuning in the worker; 0: off
     sequence_finetune_steps: int = 5
     embedding_cache: str = ""  # .npz written by `streamrec embed`; reused when text matches
-    # Re-embed a user's history after this many events (every 10, 20 and 40 scored the same
-    # NDCG@10 on a validation prefix of ML-100K; 20 halves BERT's share of the work).
+    # Embed a user's history text once they have this many events, and again after as many
+    # more (every 10, 20 and 40 scored the same NDCG@10 on a validation prefix of ML-100K).
     long_term_refresh_events: int = 20
     long_term_interval_s: float = 5.0  # the periodic merge timer
     # Re-embedding histories (BERT) may use at most this share of the worker's wall time: under

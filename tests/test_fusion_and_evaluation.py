@@ -188,6 +188,7 @@ def test_history_is_rendered_as_text_and_packed_compactly():
     for n, (item, kind) in enumerate([("a", "purchase"), ("b", "skip"), ("b", "rating")]):
         rec.learn_one(profile, Interaction("u", item, 1e9 + n, kind, 4.0, f"e{n}"))
     assert render_history(profile, items) == "rated Heat (Action); purchased Alien (Horror, Sci-Fi)"
+    assert not LongTermInterest(HashingTextEncoder(), items, refresh_every=4).is_stale(profile)
     long_term = LongTermInterest(HashingTextEncoder(), items, refresh_every=2)
     assert long_term.is_stale(profile)
     assert long_term.refresh([profile]) == 1 and not long_term.is_stale(profile)

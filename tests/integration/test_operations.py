@@ -72,7 +72,10 @@ def _by_partition(doc: dict) -> dict[tuple[str, int], dict]:
 
 
 def test_lag_command_and_metrics_agree_with_a_real_worker(make_settings, start_worker, catalog):
-    settings = make_settings(text_encoder="hashing", top_k=5, log_format="json")
+    # 15 events per user below: a history is embedded from its 5th event here (default 20).
+    settings = make_settings(
+        text_encoder="hashing", top_k=5, log_format="json", long_term_refresh_events=5
+    )
     ensure_topics(settings)
     produce(settings, settings.topic_catalog, catalog, "item_id")
     items = [c["item_id"] for c in catalog]

@@ -42,7 +42,11 @@ def test_engine_forgets_what_it_holds_in_memory(tmp_path):
 
     engine = Engine(
         Settings.from_env(
-            env={}, text_encoder="hashing", data_dir=str(tmp_path), sequence_finetune_interval_s=5
+            env={},
+            text_encoder="hashing",
+            data_dir=str(tmp_path),
+            sequence_finetune_interval_s=5,
+            long_term_refresh_events=5,  # the 12 events below make the history stale
         )
     )
 
