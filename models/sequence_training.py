@@ -123,10 +123,17 @@ def encode_events(
     rows: Sequence[int], event_types: Sequence[str], timestamps: Sequence[float]
 ) -> EncodedSequence:
     """:class:`EncodedSequence` of time-ordered events already mapped to item rows."""
+    types = np.fromiter((event_code(t) for t in event_types), dtype=np.int64, count=len(rows))
+    return _with_gaps(rows, types, timestamps)
+
+
+def _with_gaps(
+    rows: Sequence[int], types: np.ndarray, timestamps: Sequence[float]
+) -> EncodedSequence:
+    """Item rows and 1-based event codes, with the gaps derived from the timestamps."""
     ts = np.asarray(timestamps, dtype=np.float64)
     gaps = np.full(len(ts), np.nan)
     gaps[1:] = np.diff(ts)
-    types = np.fromiter((event_code(t) for t in event_types), dtype=np.int64, count=len(ts))
     return EncodedSequence(np.asarray(rows, dtype=np.int64), types, gaps)
 
 
@@ -641,11 +648,9 @@ class SequenceScorer:
             items = [items[n] for n in keep]
             kinds = [kinds[n] for n in keep]
             timestamps = [timestamps[n] for n in keep]
-        ts = np.asarray(timestamps, dtype=np.float64)
-        gaps = np.full(len(ts), np.nan)
-        gaps[1:] = np.diff(ts)
         rows = np.fromiter((row_of[item] for item in items), dtype=np.int64, count=len(items))
-        return EncodedSequence(rows, np.asarray(kinds, dtype=np.int64) + 1, gaps)
+        types = np.asarray(kinds, dtype=np.int64) + 1  # as event_code: 0 is padding
+        return _with_gaps(rows, types, timestamps)
 
     @torch.no_grad()
     def score_sequences(
