@@ -7,6 +7,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from stream_app.batching import BatchingStream
 from stream_app.engine import Engine
 from stream_app.logging_setup import worker_logging_config
 from stream_app.pipeline import Pipeline, register_pipeline
@@ -70,6 +71,7 @@ def faust_app(settings: Settings, store: str = "rocksdb://") -> faust.App:
         or f"http://{settings.web_host}:{settings.web_port}",
         web_in_thread=False,
         autodiscover=False,
+        Stream=BatchingStream,  # adds take_batches (see stream_app.batching)
         logging_config=worker_logging_config(settings),  # STREAMREC_LOG_FORMAT=json
     )
     app.transport.Consumer = prompt_fetch_consumer(settings.fetch_max_wait_s)

@@ -266,6 +266,15 @@ class WorkerProcess:
             time.sleep(0.5)
         raise TimeoutError(f"worker not ready after {timeout_s:.0f}s; see {self.log_path}")
 
+    def dashboard(self) -> dict[str, Any] | None:
+        """The worker's own view (``/dashboard/data``): its batch and latency quantiles."""
+        url = f"http://127.0.0.1:{self.settings.web_port}/dashboard/data"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except (OSError, ValueError):
+            return None
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -524,6 +533,7 @@ class Bench:
             "recommendations_per_s": runs["pipeline"].outputs_per_s,
             "latency_ms": latency["latency_ms"],
             "latency_ms_with_warmup": latency["latency_ms_with_warmup"],
+            "latency_worker_view": latency["worker_view"],
             "offered_load_events_per_s": rate,
             "latency_samples": latency["samples"],
             "state_bytes_per_user": state[0],
@@ -627,6 +637,7 @@ class Bench:
         sent_at: dict[str, float] = {}
         clock = RecommendationClock(settings, settings.topic_recommendations, sent_at)
         monitor = None
+        worker_view: dict[str, Any] = {}
         try:
             worker.wait_ready()
             monitor = Monitor(settings, settings.topic_events, ends, worker.proc.pid)
@@ -635,6 +646,7 @@ class Bench:
             produce(settings, settings.topic_events, events, "user_id", ends, rate, sent_at)
             monitor.wait_consumed(len(events), self.config.drain_timeout_s)
             time.sleep(1.0)  # the last recommendations are on their way
+            worker_view = worker.dashboard() or {}
         finally:
             worker.stop()
             clock.stop()
@@ -657,6 +669,12 @@ class Bench:
             "series": series,
             "peak_rss_mb": max((s.rss_mb for s in samples), default=0.0),
             "rss_growth_mb": (max(warm) - warm[0]) if warm else float("nan"),
+            # Where the time goes, as the worker saw its last 30 s: batch sizes, time per
+            # batch, and event → recommendation sent (the clock above adds the output read).
+            "worker_view": {
+                "latency_s": worker_view.get("latency_s"),
+                "batch_size": worker_view.get("batch_size"),
+            },
         }
         lat, cold = result["latency_ms"], result["latency_ms_with_warmup"]
         self.say(

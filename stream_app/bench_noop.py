@@ -1,7 +1,7 @@
 """The benchmark's baseline: a Faust worker that does nothing but consume.
 
 It reads the events topic exactly the way ``process-events`` does (same app
-settings, same ``take_events`` micro-batches), so the gap between this worker and
+settings, same ``take_batches`` micro-batches), so the gap between this worker and
 the pipeline is the cost of streamrec's own work. ``--mode output`` also sends one
 message per user per micro-batch, like the pipeline's recommendations.
 
@@ -31,7 +31,10 @@ def build_noop_app(settings: Settings, mode: str) -> faust.App:
 
     @app.agent(events, name="noop")
     async def noop(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+        batches = stream.take_batches(
+            settings.batch_size, settings.batch_wait_s, settings.batch_idle_s
+        )
+        async for batch in batches:
             if mode == "output":
                 # The user's latest event, echoed unparsed: the bench times it like a
                 # recommendation (its event_id stands in for trigger_event_id).

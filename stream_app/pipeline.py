@@ -314,7 +314,7 @@ def table_writes_go_with(event: faust.EventT) -> None:
     """Make ``event`` the one whose partition the table reads and writes (its changelog).
 
     Tables read Faust's "current event" context variable. Only that is set here, not the
-    stream's own ``current_event``, which ``take_events`` reads to buffer the message that
+    stream's own ``current_event``, which ``take_batches`` reads to buffer the message that
     arrives meanwhile: pointed at another event, it buffers that event a second time and
     drops the new message (processed twice, the next one never, and no commit past it).
     """
@@ -398,7 +398,10 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         # collector's full scans, which took 135-294 ms each (the latency run's p99 spikes).
         gc.collect()
         gc.freeze()
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+        batches = stream.take_batches(
+            settings.batch_size, settings.batch_wait_s, settings.batch_idle_s
+        )
+        async for batch in batches:
             started = time.perf_counter()
             await _process_batch(batch, stream)
             stats.batch_seconds.observe(time.perf_counter() - started)

@@ -90,7 +90,8 @@ class Settings:
     replication_factor: int = 1
     # processing
     batch_size: int = 500
-    batch_wait_s: float = 0.05
+    batch_wait_s: float = 0.05  # longest a batch's first event waits for more
+    batch_idle_s: float = 0.005  # a batch closes once no event came for this long
     # Per user, at most one recommendation per this many seconds (0: one per micro-batch in
     # which the user changed). A user changed sooner waits; their latest change is ranked then.
     recommend_debounce_s: float = 0.0
@@ -167,6 +168,8 @@ class Settings:
             raise ConfigError("STREAMREC_KAFKA_BOOTSTRAP is empty")
         if self.partitions < 1 or self.batch_size < 1 or self.top_k < 1:
             raise ConfigError("partitions, batch_size and top_k must be >= 1")
+        if self.batch_wait_s <= 0 or self.batch_idle_s <= 0:
+            raise ConfigError("batch_wait_s and batch_idle_s must be > 0")
         if not 0.0 < self.long_term_time_share <= 1.0:
             raise ConfigError("long_term_time_share must be in (0, 1]")
         if self.recommend_debounce_s < 0:

@@ -49,6 +49,7 @@ async def test_state_and_rankings_do_not_depend_on_batch_size(tmp_path, rerank):
     await _run(one, events)
     await _run(many, events)
     assert one.stats.events_applied == many.stats.events_applied == len(events)
+    assert many.stats.batch_sizes.count < len(events)  # it did take several events at once
     users = sorted({e["user_id"] for e in events})
     for user in users:
         # "s" is where the last event came from (its Kafka timestamp is the put() time).
