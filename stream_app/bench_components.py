@@ -37,10 +37,18 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def transformer_rates(device: str, batch_sizes: list[int], n_items: int = 20_000) -> list[dict]:
+def transformer_rates(
+    device: str, batch_sizes: list[int], n_items: int = 20_000, precision: str = "auto"
+) -> list[dict]:
+    """Served forward passes (``precision`` as ``STREAMREC_PRECISION``; ``float32``: the
+    exact baseline)."""
     import torch
 
+    from models.precision import use_bfloat16
     from models.sequence_model import SequenceModel, SequenceModelConfig
+
+    low = use_bfloat16(precision, device)
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
 
     torch.manual_seed(0)
     config = SequenceModelConfig(n_items=n_items)
@@ -54,7 +62,10 @@ def transformer_rates(device: str, batch_sizes: list[int], n_items: int = 20_000
         gaps = torch.randint(1, config.n_gap_buckets, shape, generator=generator).to(device)
 
         def forward(items=items, kinds=kinds, gaps=gaps, batch=batch) -> int:
-            with torch.inference_mode():
+            with (
+                torch.inference_mode(),
+                torch.autocast(device_type, dtype=torch.bfloat16, enabled=low),
+            ):
                 model(items, kinds, gaps, last_only=True)[:, -1]  # [B H]: each user's state
             _synchronize(device)
             return batch
@@ -141,9 +152,13 @@ def run_components(device: str, say: Callable[[str], None], quick: bool = False)
     bert_batches = [1, 16, 64, 256] if gpu or not quick else [1, 16]
     results: dict[str, Any] = {"device": device}
     say(f"components on {device}:")
-    results["transformer_user_updates_per_s"] = with_speedup(
-        transformer_rates(device, seq_batches if not quick else [1, 64])
-    )
+    for key, precision in (
+        ("transformer_user_updates_per_s", "auto"),
+        ("transformer_float32_user_updates_per_s", "float32"),
+    ):
+        results[key] = with_speedup(
+            transformer_rates(device, seq_batches if not quick else [1, 64], precision=precision)
+        )
     results["bert_items_per_s"] = with_speedup(
         bert_rates(device, bert_batches, n_texts=4096 if gpu else 64 if quick else 512)
     )
@@ -166,6 +181,10 @@ def component_table(results: dict[str, Any]) -> list[str]:
     lines.append("|---|---:|---:|---:|")
     groups = [
         ("Transformer user-updates (len 50)", results["transformer_user_updates_per_s"]),
+        (
+            "Transformer user-updates (len 50, float32 only: baseline)",
+            results.get("transformer_float32_user_updates_per_s", []),
+        ),
         ("BERT item embeddings", results["bert_items_per_s"]),
     ] + [
         (f"ranking users vs {name.replace('_', ' ')}{label}", rows)

@@ -86,7 +86,9 @@ class Engine:
         """Load (integrity-checked) and attach a sequence model checkpoint."""
         from models.sequence_training import SequenceScorer
 
-        scorer = SequenceScorer.load(checkpoint, device=self.device)
+        scorer = SequenceScorer.load(
+            checkpoint, device=self.device, precision=self.settings.precision
+        )
         self.recommender.attach_sequence(scorer)
         log.info("sequence model %s loaded on %s", scorer.version, self.device)
 
@@ -105,7 +107,9 @@ class Engine:
         current = self.recommender.sequence
         serving = current.version if current is not None else "no sequence model"
         try:
-            scorer = SequenceScorer.load(checkpoint, device=self.device)
+            scorer = SequenceScorer.load(
+                checkpoint, device=self.device, precision=self.settings.precision
+            )
             probe = scorer.score_sequences([[(scorer.item_ids[0], "view", 0.0)]])
             if probe.shape != (1, len(scorer.item_ids)) or not np.isfinite(probe).all():
                 raise CheckpointError(f"{checkpoint}: the model's scores are not finite")

@@ -174,9 +174,10 @@ def _sequence_model(checkpoint, warm, epochs, seed, settings):
 
     device = settings.resolved_device()
     if checkpoint:
-        return SequenceScorer.load(checkpoint, device=device)
+        return SequenceScorer.load(checkpoint, device=device, precision=settings.precision)
     started = time.perf_counter()
     scorer = train_sequence_model(warm, epochs=epochs, seed=seed, device=device)
+    scorer.precision = settings.precision  # served as the worker serves it
     click.echo(
         f"Transformer trained on the warm-up in {time.perf_counter() - started:.0f}s", err=True
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -199,6 +200,21 @@ def test_batched_scoring_equals_one_by_one(trained):
     assert not batched[4].any()
     columns = {item: col for col, item in enumerate(scorer.item_ids)}
     assert columns["i6"] == int(np.argmax(batched[0]))  # learned: i5 -> i6
+
+
+def test_bfloat16_serving_scores_like_float32(trained):
+    _, scorer = trained
+    seqs = [[(f"i{(k + s) % N_ITEMS}", "view", 60.0 * k) for k in range(12)] for s in range(6)]
+    exact = scorer.hidden_states(seqs)
+    low = copy.copy(scorer)
+    low.precision = "bfloat16"
+    served = low.hidden_states(seqs)
+    assert not np.array_equal(exact, served)  # bfloat16 did run
+    norms = np.linalg.norm(exact, axis=1) * np.linalg.norm(served, axis=1)
+    cosine = (exact * served).sum(1) / norms
+    assert cosine.min() > 0.999
+    # The learned successor stays on top.
+    assert (low.score_sequences(seqs).argmax(1) == scorer.score_sequences(seqs).argmax(1)).all()
 
 
 def test_fine_tune_changes_model_and_reduces_loss(trained):
