@@ -28,11 +28,15 @@ def _batching_agent(max_: int, within: float, idle: float):
 
 @pytest.mark.asyncio
 async def test_a_backlog_is_cut_into_full_batches_in_order():
-    agent, batches = _batching_agent(max_=4, within=5.0, idle=0.05)
+    # A quiet time far above the gaps between puts, even on a busy machine.
+    agent, batches = _batching_agent(max_=4, within=5.0, idle=0.5)
     async with agent.test_context() as context:
         for n in range(10):
             await context.put(n)
-        await asyncio.sleep(0.5)
+        for _ in range(150):
+            if len(batches) == 3:
+                break
+            await asyncio.sleep(0.02)
     assert [values for values, _ in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
