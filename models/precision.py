@@ -1,8 +1,9 @@
 """Where to compute in bfloat16: only where this machine runs it faster.
 
-Ranking shortlists with a bfloat16 blend (models/recommender.py) and BERT runs under
-bfloat16 autocast (models/text_encoder.py) when ``precision`` is ``auto`` and
-:func:`bfloat16_matmul_is_faster`; ``float32`` keeps both exact.
+Ranking shortlists with a bfloat16 blend (models/recommender.py), and BERT
+(models/text_encoder.py) and the Transformer's serving pass (models/sequence_training.py)
+run under bfloat16 :func:`autocast`, when ``precision`` is ``auto`` and
+:func:`bfloat16_matmul_is_faster`; ``float32`` keeps all of them exact.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def bfloat16_matmul_is_faster() -> bool:
     full = best_of_three(queries, items)
     low = best_of_three(queries.bfloat16(), items.bfloat16())
     return low < 0.6 * full
+
+
+def autocast(precision: str, device: str = "cpu") -> torch.autocast:
+    """A context running ``device``'s matmuls in bfloat16 where ``precision`` resolves to
+    it (see :func:`use_bfloat16`), and changing nothing otherwise."""
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    low = use_bfloat16(precision, device)
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=low)
 
 
 def use_bfloat16(precision: str, device: str = "cpu") -> bool:

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from models.events import EVENT_CODE
-from models.precision import use_bfloat16
+from models.precision import autocast
 from models.sequence_model import PAD, SequenceModel, SequenceModelConfig, gap_buckets
 from models.streaming import Interaction
 
@@ -689,9 +689,7 @@ class SequenceScorer:
         lengths = np.array([len(seq) for seq in encoded], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
         order = order[lengths[order] > 0]
-        low = use_bfloat16(self.precision, self.device)
-        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=low):
+        with autocast(self.precision, self.device):
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 cases = [RankingCase(encoded[b], len(encoded[b])) for b in chunk]

@@ -115,19 +115,14 @@ class BertTextEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        from models.precision import use_bfloat16
+        from models.precision import autocast
 
         self._load()
         # Length-sorted batches pad less; results go back in input order.
         order = sorted(range(len(texts)), key=lambda n: len(texts[n]))
         ordered = [texts[n] for n in order]
         chunks = []
-        low = use_bfloat16(self.precision, self.device)
-        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        with (
-            torch.inference_mode(),
-            torch.autocast(device_type, dtype=torch.bfloat16, enabled=low),
-        ):
+        with torch.inference_mode(), autocast(self.precision, self.device):
             for start in range(0, len(ordered), self.batch_size):
                 batch = self._tokenizer(
                     ordered[start : start + self.batch_size],

@@ -44,11 +44,8 @@ def transformer_rates(
     exact baseline)."""
     import torch
 
-    from models.precision import use_bfloat16
+    from models.precision import autocast
     from models.sequence_model import SequenceModel, SequenceModelConfig
-
-    low = use_bfloat16(precision, device)
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
 
     torch.manual_seed(0)
     config = SequenceModelConfig(n_items=n_items)
@@ -62,10 +59,7 @@ def transformer_rates(
         gaps = torch.randint(1, config.n_gap_buckets, shape, generator=generator).to(device)
 
         def forward(items=items, kinds=kinds, gaps=gaps, batch=batch) -> int:
-            with (
-                torch.inference_mode(),
-                torch.autocast(device_type, dtype=torch.bfloat16, enabled=low),
-            ):
+            with torch.inference_mode(), autocast(precision, device):
                 model(items, kinds, gaps, last_only=True)[:, -1]  # [B H]: each user's state
             _synchronize(device)
             return batch
