@@ -43,5 +43,6 @@ class SparseRows:
         return self._cols[row][:n], self._vals[row][:n]
 
     def get(self, row: int, col: int) -> float:
-        slot = self._slots.get(row, {}).get(col)
+        slots = self._slots.get(row)
+        slot = None if slots is None else slots.get(col)
         return 0.0 if slot is None else float(self._vals[row][slot])

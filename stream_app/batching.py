@@ -64,15 +64,13 @@ class BatchingStream(faust.Stream):
                     await self.wait_for_stopped(arrived)  # type: ignore[arg-type]
                     continue
                 await self._wait_for_batch(events, full, max_, within, idle)
-                if not events:
-                    continue
                 drained.clear()
+                batch = events.copy()
+                events.clear()
                 try:
-                    yield list(events)
+                    yield batch
                 finally:
-                    taken = list(events)
-                    events.clear()
-                    for event in taken:
+                    for event in batch:
                         await self.ack(event)
                     full.clear()
                     drained.set()

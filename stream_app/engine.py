@@ -82,13 +82,16 @@ class Engine:
         if settings.sequence_checkpoint:
             self.load_sequence_model(Path(settings.sequence_checkpoint))
 
-    def load_sequence_model(self, checkpoint: Path) -> None:
-        """Load (integrity-checked) and attach a sequence model checkpoint."""
+    def _load_scorer(self, checkpoint: Path):
+        """A verified scorer on this engine's device, serving at its precision."""
         from models.sequence_training import SequenceScorer
 
-        scorer = SequenceScorer.load(
-            checkpoint, device=self.device, precision=self.settings.precision
-        )
+        precision = self.settings.precision
+        return SequenceScorer.load(checkpoint, device=self.device, precision=precision)
+
+    def load_sequence_model(self, checkpoint: Path) -> None:
+        """Load (integrity-checked) and attach a sequence model checkpoint."""
+        scorer = self._load_scorer(checkpoint)
         self.recommender.attach_sequence(scorer)
         log.info("sequence model %s loaded on %s", scorer.version, self.device)
 
@@ -102,14 +105,12 @@ class Engine:
         Weights are read with safetensors and everything else as JSON: nothing is
         unpickled.
         """
-        from models.sequence_training import CheckpointError, SequenceScorer
+        from models.sequence_training import CheckpointError
 
         current = self.recommender.sequence
         serving = current.version if current is not None else "no sequence model"
         try:
-            scorer = SequenceScorer.load(
-                checkpoint, device=self.device, precision=self.settings.precision
-            )
+            scorer = self._load_scorer(checkpoint)
             probe = scorer.score_sequences([[(scorer.item_ids[0], "view", 0.0)]])
             if probe.shape != (1, len(scorer.item_ids)) or not np.isfinite(probe).all():
                 raise CheckpointError(f"{checkpoint}: the model's scores are not finite")

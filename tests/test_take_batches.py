@@ -26,6 +26,12 @@ def _batching_agent(max_: int, within: float, idle: float):
     return batcher, batches
 
 
+async def _wait_until(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 @pytest.mark.asyncio
 async def test_a_backlog_is_cut_into_full_batches_in_order():
     # A quiet time far above the gaps between puts, even on a busy machine.
@@ -33,10 +39,7 @@ async def test_a_backlog_is_cut_into_full_batches_in_order():
     async with agent.test_context() as context:
         for n in range(10):
             await context.put(n)
-        for _ in range(150):
-            if len(batches) == 3:
-                break
-            await asyncio.sleep(0.02)
+        await _wait_until(lambda: len(batches) == 3, timeout_s=3.0)
     assert [values for values, _ in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
@@ -47,10 +50,7 @@ async def test_a_batch_goes_once_events_stop_arriving_not_after_the_longest_wait
     async with agent.test_context() as context:
         for n in range(3):
             await context.put(n)
-        for _ in range(100):
-            if batches:
-                break
-            await asyncio.sleep(0.02)
+        await _wait_until(lambda: bool(batches), timeout_s=2.0)
     assert [values for values, _ in batches] == [[0, 1, 2]]
     assert batches[0][1] < 2.5
 
