@@ -38,6 +38,9 @@ class SequenceModelConfig:
     n_event_types: size of the event vocabulary (``models.events.EVENT_TYPES``).
     n_gap_buckets: log2 buckets of seconds since the previous action (0 turns gaps off).
     norm_first: pre-LN blocks (as SASRec.pytorch) instead of post-LN (as RecBole).
+    exclude_history: trained to rank the items not yet in the sequence (each target's
+        softmax leaves out the earlier ones), for serving that excludes consumed items.
+        ML-100K validation prefix: Transformer alone NDCG@10 0.0896 -> 0.0987.
     """
 
     n_items: int
@@ -51,6 +54,7 @@ class SequenceModelConfig:
     n_event_types: int = len(EVENT_TYPES)
     n_gap_buckets: int = 32
     norm_first: bool = False
+    exclude_history: bool = False  # checkpoints from before this field: plain softmax
 
     def __post_init__(self) -> None:
         if self.n_items < 1 or self.max_len < 1 or self.layers < 1:

@@ -176,7 +176,9 @@ def _sequence_model(checkpoint, warm, epochs, seed, settings):
     if checkpoint:
         return SequenceScorer.load(checkpoint, device=device, precision=settings.precision)
     started = time.perf_counter()
-    scorer = train_sequence_model(warm, epochs=epochs, seed=seed, device=device)
+    scorer = train_sequence_model(
+        warm, epochs=epochs, seed=seed, device=device, exclude_history=settings.exclude_consumed
+    )
     scorer.precision = settings.precision  # served as the worker serves it
     click.echo(
         f"Transformer trained on the warm-up in {time.perf_counter() - started:.0f}s", err=True

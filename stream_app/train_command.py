@@ -40,6 +40,13 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--layers", type=int, default=2, show_default=True)
 @click.option("--heads", type=int, default=2, show_default=True)
 @click.option("--dropout", type=float, default=0.5, show_default=True)
+@click.option(
+    "--exclude-history/--include-history",
+    default=True,
+    show_default=True,
+    help="Train to rank only items the user has not had (as served with consumed items "
+    "excluded); --include-history: a softmax over every item, as RecBole's SASRec",
+)
 @click.option("--device", default="auto", show_default=True, callback=_device)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 @click.option("--quiet", is_flag=True, help="No progress bar")
@@ -58,6 +65,7 @@ def train(
     layers: int,
     heads: int,
     dropout: float,
+    exclude_history: bool,
     device: str,
     threads: int | None,
     quiet: bool,
@@ -89,6 +97,7 @@ def train(
             layers=layers,
             heads=heads,
             dropout=dropout,
+            exclude_history=exclude_history,
             patience=patience,
             device=resolve_device(device),
             progress=not quiet,
