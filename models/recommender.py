@@ -459,24 +459,28 @@ class Recommender:
             for b, profile in enumerate(profiles):
                 fused[b, [self.items.row_of[i] for i in profile.items]] = -np.inf
         shortlist = min(k * self.config.shortlist_factor if coarse else k, fused.shape[1])
-        top = torch.topk(torch.from_numpy(fused), shortlist, dim=1).indices.numpy()
+        top = torch.topk(torch.from_numpy(fused), shortlist, dim=1).indices.numpy()  # [B C]
+        users = np.arange(len(profiles))[:, None]
+        servable = np.isfinite(fused[users, top])
+        weights = self.gate.weights[signals.buckets]  # [B S]
+        contributions = weights.T[:, :, None] * signals.z_at(top)  # [S B C]
+        # The blend is the sum of the contributions: exact where the shortlist was coarse.
+        exact = contributions.sum(axis=0) if coarse else fused[users, top]
+        exact = np.where(servable, exact, -np.inf)
+        keep = np.argsort(-exact, axis=1, kind="stable")[:, :k]  # unservable ones last
         results = []
         for b, profile in enumerate(profiles):
-            candidates = top[b][np.isfinite(fused[b, top[b]])]
-            weights = self.gate.weights[signals.buckets[b]]
-            contributions = weights[:, None] * signals.z(b, candidates)  # [S C]
-            # The blend is the sum of the contributions: exact where the shortlist was coarse.
-            exact = contributions.sum(axis=0) if coarse else fused[b, candidates]
-            keep = np.argsort(-exact, kind="stable")[:k]
-            order, contributions, exact = candidates[keep], contributions[:, keep], exact[keep]
-            leading = contributions.argmax(axis=0)
-            positive = contributions.max(axis=0) > 0
-            memo: dict[str, object] = {}  # per-user work shared by this user's reasons
+            chosen = keep[b][servable[b, keep[b]]]
+            order, scores = top[b, chosen], exact[b, chosen]
+            parts = contributions[:, b, chosen]  # [S k]
+            leading = parts.argmax(axis=0)
+            positive = parts.max(axis=0) > 0
+            memo: dict[str, object] = {"served": order}  # work shared by the user's reasons
             results.append(
                 [
                     ScoredItem(
                         self.items.ids[row],
-                        round(float(exact[col]), 6),
+                        round(float(scores[col]), 6),
                         self._reason(
                             profile,
                             int(row),
@@ -496,14 +500,18 @@ class Recommender:
         if not profile.items or signal is None or signal == "popularity":
             return "popular now"
         if signal == "transitions":
-            best, best_count = None, 0.0
-            for position in range(len(profile.items) - 1, -1, -1)[: self.config.transitions_window]:
-                prev = self.items.row_of[profile.items[position]]
-                count = self.transitions.count(prev, row)
-                if count > best_count:
-                    best, best_count = position, count
-            if best is not None:
-                return self._action_reason("often chosen with", profile, best)
+            if "follows" not in memo:  # counts from each recent item to every served item
+                window = self.config.transitions_window
+                positions = list(range(len(profile.items) - 1, -1, -1))[:window]
+                sources = [self.items.row_of[profile.items[p]] for p in positions]
+                served = memo["served"]
+                column_of = {int(r): c for c, r in enumerate(served)}  # type: ignore[attr-defined]
+                counts = self.transitions.counts(sources, served)  # type: ignore[arg-type]
+                memo["follows"] = (positions, column_of, counts)
+            positions, column_of, counts = memo["follows"]  # type: ignore[misc]
+            column = counts[:, column_of[row]]
+            if column.max() > 0:  # the most recent of the items it most often followed
+                return self._action_reason("often chosen with", profile, positions[column.argmax()])
         if signal == "sequence":
             return self._action_reason("next in your sequence after", profile, -1)
         if signal == "short_term":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -42,7 +44,15 @@ class SparseRows:
         n = len(slots)
         return self._cols[row][:n], self._vals[row][:n]
 
-    def get(self, row: int, col: int) -> float:
-        slots = self._slots.get(row)
-        slot = None if slots is None else slots.get(col)
-        return 0.0 if slot is None else float(self._vals[row][slot])
+    def block(self, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
+        """``[len(rows), len(cols)]`` counts, 0 where absent."""
+        out = np.zeros((len(rows), len(cols)))
+        for i, row in enumerate(rows):
+            slots = self._slots.get(row)
+            if slots:
+                values = self._vals[row]
+                for j, col in enumerate(cols):
+                    slot = slots.get(col)
+                    if slot is not None:
+                        out[i, j] = values[slot]
+        return out

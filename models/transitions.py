@@ -124,5 +124,6 @@ class ItemTransitions:
         dense[cols] = vals
         return dense[columns]
 
-    def count(self, source: int, target: int) -> float:
-        return self._counts.get(source, target)
+    def counts(self, sources: Sequence[int], targets: Sequence[int]) -> np.ndarray:
+        """``[len(sources), len(targets)]`` raw followed-by counts."""
+        return self._counts.block(sources, targets)
