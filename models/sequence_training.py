@@ -257,6 +257,8 @@ def training_windows(
     min_context: int = 0,
 ):
     """``(items, types, gaps, targets)`` ``[N max_len]`` arrays; targets 0 = no loss.
+    With ``config.exclude_history`` a fifth, left-padded ``[N E]`` array holds the items
+    before each window, which its targets' softmax leaves out too.
 
     Position t's target is the action after it. Each target is in exactly one window;
     windows hold the ``max_len`` actions before their last target and overlap so that
@@ -267,7 +269,7 @@ def training_windows(
     stride = L - min_context
     if not 0 < stride <= L:
         raise ValueError(f"min_context must be in [0, max_len), not {min_context}")
-    parts, targets = [], []
+    parts, targets, earlier = [], [], []
     for seq in sequences:
         n = len(seq)
         if n < 2:
@@ -283,14 +285,29 @@ def training_windows(
             padded = np.zeros(L, dtype=np.int64)
             padded[L - len(target) :] = target
             targets.append(padded)
+            earlier.append(seq.items[:start])
     items, types, gaps = _pad_left(parts, L, config.n_gap_buckets)
-    return items, types, gaps, np.asarray(targets, dtype=np.int64).reshape(-1, L)
+    arrays = [items, types, gaps, np.asarray(targets, dtype=np.int64).reshape(-1, L)]
+    if config.exclude_history:
+        before = np.zeros((len(earlier), max((len(e) for e in earlier), default=0)), np.int64)
+        for row, items_before in enumerate(earlier):
+            before[row, before.shape[1] - len(items_before) :] = items_before
+        arrays.append(before)
+    return tuple(arrays)
 
 
 def _trim_padding(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Drop leading columns that are padding in every row (positions are right-aligned)."""
-    width = int((arrays[0] != PAD).sum(axis=1).max(initial=1))
-    return [a[:, a.shape[1] - max(width, 1) :] for a in arrays]
+    """Drop leading columns that are padding in every row (positions are right-aligned).
+
+    The first array's padding sets the width of the positional ones (at most four: items,
+    types, gaps, targets); a fifth, the items before each window, is trimmed on its own.
+    """
+    width = max(int((arrays[0] != PAD).sum(axis=1).max(initial=1)), 1)
+    trimmed = [a[:, a.shape[1] - width :] for a in arrays[:4]]
+    for extra in arrays[4:]:
+        own = int((extra != PAD).sum(axis=1).max(initial=0))
+        trimmed.append(extra[:, extra.shape[1] - own :])
+    return trimmed
 
 
 def _batches_by_length(items: np.ndarray, batch_size: int, rng: np.random.Generator):
@@ -310,10 +327,10 @@ def window_loss(model: SequenceModel, batch: Sequence[torch.Tensor]) -> torch.Te
     """Mean next-item cross-entropy over all items at every position with a target.
 
     With ``exclude_history`` in the model's config, each position's softmax leaves out the
-    items the window holds up to it (the target excepted), as serving leaves out consumed
-    items.
+    items the window holds up to it and, given the fifth array of :func:`training_windows`,
+    the items before the window (the target excepted), as serving leaves out consumed items.
     """
-    items, types, gaps, targets = batch  # [B L] each
+    items, types, gaps, targets = batch[:4]  # [B L] each
     hidden = model(items, types, gaps)  # [B L H]
     has_target = targets != PAD  # [B L]
     logits = model.scores(hidden[has_target])  # [M n_items]
@@ -321,7 +338,11 @@ def window_loss(model: SequenceModel, batch: Sequence[torch.Tensor]) -> torch.Te
     if model.config.exclude_history:
         L = items.shape[1]
         earlier = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()  # [t s]: s <= t
-        seen = items[:, None, :].masked_fill(~earlier, PAD)[has_target]  # [M L]
+        seen = items[:, None, :].masked_fill(~earlier, PAD)  # [B L L]
+        if len(batch) > 4:  # the items before the window, for every position in it
+            before = batch[4][:, None, :].expand(-1, L, -1)  # [B L E]
+            seen = torch.cat([seen, before], dim=2)
+        seen = seen[has_target]  # [M L(+E)]
         mask = torch.zeros(len(seen), logits.shape[1] + 1, dtype=torch.bool, device=items.device)
         mask = mask.scatter_(1, seen, True)[:, 1:]  # column 0 is padding
         mask[torch.arange(len(wanted), device=items.device), wanted] = False

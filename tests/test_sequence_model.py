@@ -117,32 +117,33 @@ def test_windows_cover_every_target_once():
 
 
 def test_history_excluded_loss_leaves_out_earlier_items_only():
-    """Each target's softmax runs over the items not yet in its window, itself included."""
+    """Each target's softmax runs over the items the user has not had before it (in its
+    window or before it), the target itself included."""
     torch.manual_seed(0)
     config = SequenceModelConfig(n_items=N_ITEMS, exclude_history=True, **SMALL)
     model = SequenceModel(config).eval()
-    split = leave_one_out_split(successor_data(n_users=6, length=10))
-    config_plain = SequenceModelConfig(n_items=N_ITEMS, **SMALL)
-    items, types, gaps, targets = (
-        torch.as_tensor(a) for a in training_windows(split.train, config_plain)
-    )
+    split = leave_one_out_split(successor_data(n_users=6, length=30))
+    windows = [torch.as_tensor(a) for a in training_windows(split.train, config)]
+    items, types, gaps, targets, before = windows
+    assert before.shape[1] > 0  # histories longer than a window
     # A repeat: the target of one position is an item earlier in its window.
     targets[0, -1] = items[0, -3]
-    loss = window_loss(model, (items, types, gaps, targets))
+    loss = window_loss(model, windows)
     with torch.no_grad():
         logits = model.scores(model(items, types, gaps))  # [B L n_items]
     expected = []
     for b, t in zip(*torch.nonzero(targets).T.tolist(), strict=True):
         row = logits[b, t].clone()
-        earlier = {int(i) - 1 for i in items[b, : t + 1] if i != 0}
+        had = {int(i) - 1 for i in [*before[b], *items[b, : t + 1]] if i != 0}
         wanted = int(targets[b, t]) - 1
-        row[list(earlier - {wanted})] = -torch.inf
+        row[list(had - {wanted})] = -torch.inf
         expected.append(torch.logsumexp(row, 0) - row[wanted])
     assert loss.item() == pytest.approx(float(torch.stack(expected).mean()), rel=1e-5)
-    # The plain softmax (RecBole's) differs: it keeps the earlier items.
-    plain = SequenceModel(config_plain).eval()
+    # Without the items before each window, and with the plain softmax, the loss differs.
+    assert window_loss(model, windows[:4]).item() > loss.item()
+    plain = SequenceModel(SequenceModelConfig(n_items=N_ITEMS, **SMALL)).eval()
     plain.load_state_dict(model.state_dict())
-    assert window_loss(plain, (items, types, gaps, targets)).item() > loss.item()
+    assert window_loss(plain, windows[:4]).item() > window_loss(model, windows[:4]).item()
 
 
 def test_splits_keep_test_out_of_training():
