@@ -11,6 +11,7 @@ from stream_app.batching import BatchingStream
 from stream_app.engine import Engine
 from stream_app.logging_setup import worker_logging_config
 from stream_app.pipeline import Pipeline, register_pipeline
+from stream_app.process_tuning import limit_compute_threads, reuse_freed_memory
 from stream_app.settings import KafkaSecurity, Settings
 
 
@@ -85,22 +86,6 @@ def build_app(settings: Settings, store: str = "rocksdb://") -> tuple[faust.App,
     return app, pipeline
 
 
-def limit_compute_threads(threads: int) -> None:
-    """Cap torch and BLAS thread pools (0 leaves their defaults).
-
-    A worker shares its cores with the event loop, the Kafka client thread and often
-    the broker: one compute thread per worker beats oversubscribed pools (measured in
-    ``streamrec bench``); scale out with more workers instead.
-    """
-    if threads <= 0:
-        return
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-
-
 def faust_worker(app: faust.App, settings: Settings) -> faust.Worker:
     """A Faust worker without the terminal spinner: at log levels of WARNING and above,
     Faust's spinner sets the root logger to DEBUG so that it turns on every record, and
@@ -113,5 +98,6 @@ def faust_worker(app: faust.App, settings: Settings) -> faust.Worker:
 def run_worker(settings: Settings) -> None:
     """Run a worker in the foreground until SIGINT/SIGTERM."""
     limit_compute_threads(settings.compute_threads)
+    reuse_freed_memory()
     app, _ = build_app(settings)
     faust_worker(app, settings).execute_from_commandline()

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from models.evaluation import MethodResult, RecommenderScorer, prequential, time_ordered
 from models.streaming import Interaction
+from stream_app.process_tuning import reuse_freed_memory
 from stream_app.replay import load_dataset
 from stream_app.settings import ConfigError, Settings
 
@@ -133,6 +134,7 @@ def evaluate(
             sequence.save_checkpoint(save_sequence)
     catalog_vectors = None
     results: dict[str, MethodResult] = {}
+    reuse_freed_memory()  # as a worker does: per-batch score arrays reuse heap memory
     for name in names:
         if name in SYSTEMS:
             engine, catalog_vectors = _system(name, settings, catalog, catalog_vectors, sequence)
