@@ -303,6 +303,26 @@ def test_train_sequence_model_returns_a_scorer():
     assert scorer.score_sequences([[("i1", "view", 0.0)]]).shape == (1, len(scorer.item_ids))
 
 
+def test_refit_retrains_on_everything_for_the_chosen_epochs():
+    from dataclasses import replace
+
+    from models.sequence_training import fit_sequence_model, weights_digest
+
+    data = successor_data(n_users=30, length=10)
+    kwargs = {"epochs": 4, "model_options": SMALL, "progress": False}
+    refit = train_sequence_model(data, **kwargs)
+    held_out_only = train_sequence_model(data, refit=False, **kwargs)
+    # By hand: early stopping on the last tenth, then that many epochs over all of it.
+    split = temporal_split(data, test_fraction=0.0, valid_fraction=0.1)
+    config = SequenceModelConfig(n_items=len(split.item_ids), exclude_history=True, **SMALL)
+    tc = TrainConfig(epochs=4, progress=False)
+    best = fit_sequence_model(split.train, split.valid, config, tc).best_epoch
+    whole = temporal_split(data, test_fraction=0.0, valid_fraction=0.0)
+    expected = fit_sequence_model(whole.train, [], config, replace(tc, epochs=best)).model
+    assert refit.version.endswith(weights_digest(expected)[:12])
+    assert refit.version != held_out_only.version
+
+
 def test_encoding_profile_columns_matches_encoding_event_tuples():
     scorer = train_sequence_model(
         successor_data(n_users=20, length=8), epochs=1, model_options=SMALL, progress=False
