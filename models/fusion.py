@@ -119,6 +119,9 @@ class LinearScores:
     def dense(self) -> np.ndarray:
         return self.queries @ self.items.T
 
+    def at(self, b: int, columns: np.ndarray) -> np.ndarray:
+        return self.items[columns] @ self.queries[b]
+
     def rows(self, index: np.ndarray) -> LinearScores:
         return replace(self, queries=self.queries[index])
 
@@ -148,7 +151,6 @@ class FactoredSignals:
         self.mean = np.array(means).reshape(len(self.parts), self.n_users)  # [S B]
         std = np.array(stds).reshape(len(self.parts), self.n_users)
         self.scale = np.where(std > 1e-9, 1.0 / np.maximum(std, 1e-9), 0.0)  # [S B]
-        self._keys: dict[int, np.ndarray] = {}  # per sparse part, for ``_sparse_at``
 
     def _moments(self, part: SignalPart) -> tuple[np.ndarray, np.ndarray]:
         n, users = self.n_items, self.n_users
@@ -184,42 +186,16 @@ class FactoredSignals:
 
     def z(self, b: int, columns: np.ndarray) -> np.ndarray:
         """``[S, C]`` z-scores of user ``b`` at ``columns``."""
-        return self.z_at(np.asarray(columns, dtype=np.int64)[None], np.array([b]))[:, 0]
-
-    def z_at(self, columns: np.ndarray, users: np.ndarray | None = None) -> np.ndarray:
-        """``[S, U, C]`` z-scores of each user at its own row of ``columns`` (``[U, C]``);
-        ``users`` defaults to all users in order."""
-        users = np.arange(self.n_users) if users is None else users
-        values = np.empty((len(self.parts), *columns.shape), dtype=np.float64)
+        columns = np.asarray(columns, dtype=np.int64)
+        values = np.empty((len(self.parts), len(columns)), dtype=np.float64)
         for s, part in enumerate(self.parts):
             if isinstance(part, LinearScores):
-                gathered = torch.from_numpy(part.items[columns])  # [U C d]
-                queries = torch.from_numpy(part.queries[users])[:, :, None]  # [U d 1]
-                values[s] = torch.bmm(gathered, queries)[:, :, 0].numpy()
+                values[s] = part.at(b, columns)
             elif sparse.issparse(part):
-                values[s] = self._sparse_at(s, users, columns)
+                values[s] = _sparse_row_at(part, b, columns)
             else:
                 values[s] = part[columns]
-        mean, scale = self.mean[:, users, None], self.scale[:, users, None]
-        return ((values - mean) * scale).astype(np.float32)
-
-    def _sparse_at(self, s: int, users: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """Entries of sparse part ``s`` at ``(users[i], columns[i, j])``, 0 where absent."""
-        keys = self._keys.get(s)
-        if keys is None:  # one sorted key per entry: user * n_items + item
-            part = self.parts[s]
-            if not part.has_canonical_format:
-                part = self.parts[s] = part.copy()
-                part.sum_duplicates()
-            entry_users = np.repeat(np.arange(part.shape[0]), np.diff(part.indptr))
-            keys = self._keys[s] = entry_users * self.n_items + part.indices
-        out = np.zeros(columns.shape)
-        if len(keys):
-            wanted = users[:, None] * self.n_items + columns
-            position = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-            found = keys[position] == wanted
-            out[found] = self.parts[s].data[position[found]]
-        return out
+        return ((values - self.mean[:, b, None]) * self.scale[:, b, None]).astype(np.float32)
 
     def rows(self, index: np.ndarray) -> FactoredSignals:
         subset = object.__new__(FactoredSignals)
@@ -227,7 +203,6 @@ class FactoredSignals:
         subset.n_items, subset.buckets = self.n_items, self.buckets[index]
         subset.n_users = len(subset.buckets)
         subset.mean, subset.scale = self.mean[:, index], self.scale[:, index]
-        subset._keys = {}
         return subset
 
     def blend(self, weights: np.ndarray, coarse: bool = False) -> np.ndarray:
@@ -269,6 +244,18 @@ def _part_rows(part: SignalPart, index: np.ndarray) -> SignalPart:
     if isinstance(part, LinearScores):
         return part.rows(index)
     return part if isinstance(part, np.ndarray) else part[index]
+
+
+def _sparse_row_at(matrix: sparse.csr_matrix, b: int, columns: np.ndarray) -> np.ndarray:
+    start, end = matrix.indptr[b], matrix.indptr[b + 1]
+    indices, data = matrix.indices[start:end], matrix.data[start:end]
+    out = np.zeros(len(columns), dtype=np.float64)
+    if len(indices):
+        order = np.argsort(indices)
+        position = np.minimum(np.searchsorted(indices, columns, sorter=order), len(indices) - 1)
+        found = indices[order[position]] == columns
+        out[found] = data[order[position[found]]]
+    return out
 
 
 Signals = StandardizedSignals | FactoredSignals

@@ -459,22 +459,18 @@ class Recommender:
             for b, profile in enumerate(profiles):
                 fused[b, [self.items.row_of[i] for i in profile.items]] = -np.inf
         shortlist = min(k * self.config.shortlist_factor if coarse else k, fused.shape[1])
-        top = torch.topk(torch.from_numpy(fused), shortlist, dim=1).indices.numpy()  # [B C]
-        users = np.arange(len(profiles))[:, None]
-        servable = np.isfinite(fused[users, top])
-        weights = self.gate.weights[signals.buckets]  # [B S]
-        contributions = weights.T[:, :, None] * signals.z_at(top)  # [S B C]
-        # The blend is the sum of the contributions: exact where the shortlist was coarse.
-        exact = contributions.sum(axis=0) if coarse else fused[users, top]
-        exact = np.where(servable, exact, -np.inf)
-        keep = np.argsort(-exact, axis=1, kind="stable")[:, :k]  # unservable ones last
+        top = torch.topk(torch.from_numpy(fused), shortlist, dim=1).indices.numpy()
         results = []
         for b, profile in enumerate(profiles):
-            chosen = keep[b][servable[b, keep[b]]]
-            order, scores = top[b, chosen], exact[b, chosen]
-            parts = contributions[:, b, chosen]  # [S k]
-            leading = parts.argmax(axis=0)
-            positive = parts.max(axis=0) > 0
+            candidates = top[b][np.isfinite(fused[b, top[b]])]
+            weights = self.gate.weights[signals.buckets[b]]
+            contributions = weights[:, None] * signals.z(b, candidates)  # [S C]
+            # The blend is the sum of the contributions: exact where the shortlist was coarse.
+            exact = contributions.sum(axis=0) if coarse else fused[b, candidates]
+            keep = np.argsort(-exact, kind="stable")[:k]
+            order, contributions, scores = candidates[keep], contributions[:, keep], exact[keep]
+            leading = contributions.argmax(axis=0)
+            positive = contributions.max(axis=0) > 0
             memo: dict[str, object] = {"served": order}  # work shared by the user's reasons
             results.append(
                 [
