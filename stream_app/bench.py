@@ -132,16 +132,24 @@ def replay_workload(path: Path) -> Workload:
 def sustained_rate(samples: Sequence[tuple[float, int]], total: int) -> float:
     """Events/s: slope of (time, consumed) between 10% and 90% of ``total``.
 
-    Falls back to first progress → done when the middle has too few samples.
+    Falls back to first progress → done when the middle has too few samples, and to the
+    last sample before any progress → done when the whole drain fell between two samples
+    (a fast worker on a small backlog; then the rate is a lower bound).
     """
     middle = [(t, n) for t, n in samples if 0.1 * total <= n <= 0.9 * total]
     if len({n for _, n in middle}) >= 3:
         times, counts = zip(*middle, strict=True)
         return float(np.polyfit(times, counts, 1)[0])
     moving = [(t, n) for t, n in samples if n > 0]
-    if len(moving) < 2 or moving[-1][0] <= moving[0][0]:
+    if len({n for _, n in moving}) < 2:
+        moving = [s for s in samples if s[1] == 0][-1:] + moving[:1]
+    if len(moving) < 2:
         return float("nan")
-    return (moving[-1][1] - moving[0][1]) / (moving[-1][0] - moving[0][0])
+    first = moving[0]
+    done = next(s for s in moving if s[1] == moving[-1][1])  # not the idle samples after it
+    if done[0] <= first[0]:
+        return float("nan")
+    return (done[1] - first[1]) / (done[0] - first[0])
 
 
 def percentiles_ms(latencies_s: Sequence[float]) -> dict[str, float]:

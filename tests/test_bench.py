@@ -21,7 +21,13 @@ def test_sustained_rate_is_the_slope_of_the_middle_of_the_backlog():
 
 def test_sustained_rate_falls_back_to_first_and_last_progress():
     assert sustained_rate([(0.0, 0), (1.0, 50), (3.0, 100)], 100) == pytest.approx(25.0)
+    # Samples taken after the backlog is done do not stretch the drain.
+    assert sustained_rate([(0.0, 0), (1.0, 50), (3.0, 100), (9.0, 100)], 100) == 25.0
+    # A drain between two samples is timed from the last sample before progress.
+    samples = [(0.0, 0), (0.25, 0), (0.5, 100), (0.75, 100)]
+    assert sustained_rate(samples, 100) == pytest.approx(400.0)
     assert np.isnan(sustained_rate([(0.0, 0)], 100))
+    assert np.isnan(sustained_rate([(0.5, 100), (0.75, 100)], 100))
 
 
 def test_latency_percentiles_and_series():
