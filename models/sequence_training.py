@@ -56,7 +56,10 @@ class TrainConfig:
     shift_windows: cut long histories into training windows at a random offset each epoch,
     so every target is sometimes seen with a full window of context.
     min_context: earlier actions every training target sees at least (windows overlap by
-    this much; 0 = no overlap, cheapest).
+    this much; 0 = no overlap, cheapest; None = half of ``max_len``). Serving always sees
+    the last ``max_len``, so targets trained on short contexts teach the wrong case: ML-100K
+    validation prefix, 0 -> 25 of 50: Transformer alone NDCG@10 0.1066 -> 0.1085, streamrec
+    0.1129 -> 0.1148.
     """
 
     epochs: int = 200
@@ -66,7 +69,7 @@ class TrainConfig:
     patience: int = 10
     seed: int = 2020
     shift_windows: bool = True
-    min_context: int = 0
+    min_context: int | None = None
     eval_batch_size: int = 1024
     device: str = "cpu"
     progress: bool = True
@@ -429,9 +432,10 @@ def fit_sequence_model(
     started = time.perf_counter()
     bar = tqdm(range(1, tc.epochs + 1), desc="train", unit="epoch", disable=not tc.progress)
     epoch = 0
+    min_context = model_config.max_len // 2 if tc.min_context is None else tc.min_context
     for epoch in bar:
         shift_rng = rng if tc.shift_windows else None
-        windows = training_windows(train, model_config, shift_rng, tc.min_context)
+        windows = training_windows(train, model_config, shift_rng, min_context)
         model.train()
         total, batches = 0.0, 0
         for rows in _batches_by_length(windows[0], tc.batch_size, rng):
