@@ -660,7 +660,7 @@ class SequenceScorer:
         self.version = version
         self.batch_size = batch_size
         # Serving forwards under bfloat16 autocast where that is faster (models/precision.py):
-        # 2.3x at 50 users of 50 actions on this CPU. Training stays float32.
+        # 2.0x at 50 users of 50 actions on one thread of this CPU. Training stays float32.
         self.precision = precision
         self._item_ids = tuple(item_ids)
         self._row_of = {item: row for row, item in enumerate(self._item_ids, start=1)}
