@@ -86,6 +86,9 @@ class RecommenderConfig:
     popularity_half_life_s: float = 7 * 86_400.0
     transitions_window: int = 5
     transitions_neighbours: int = 200  # most-followed items scored per recent item
+    # Counts kept per item (its most-followed ones; between this and twice this): memory
+    # stays bounded by the catalog, not by the stream's length. 0: keep every pair.
+    transitions_max_targets: int = 500
     exclude_consumed: bool = True
     dedup_window: int = 16  # recent event ids kept to spot producer retries
     signals: tuple[str, ...] = SIGNALS
@@ -118,7 +121,9 @@ class Recommender:
         self.config = config or RecommenderConfig()
         self.popularity = DecayedPopularity(self.config.popularity_half_life_s)
         self.transitions = ItemTransitions(
-            self.config.transitions_window, max_neighbours=self.config.transitions_neighbours
+            self.config.transitions_window,
+            max_neighbours=self.config.transitions_neighbours,
+            max_targets=self.config.transitions_max_targets,
         )
         self.long_term = long_term
         self.gate = gate or FusionGate(signals=self.config.signals)

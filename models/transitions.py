@@ -35,6 +35,7 @@ class ItemTransitions:
         row_norm: float = 0.5,
         pop_exponent: float = 0.1,
         max_neighbours: int = 200,
+        max_targets: int = 0,
     ) -> None:
         self.window = window
         # Items scored from one source: its most-followed ones (0: all). A popular item is
@@ -44,7 +45,9 @@ class ItemTransitions:
         self.reverse_weight = reverse_weight
         self.row_norm = row_norm
         self.pop_exponent = pop_exponent
-        self._counts = SparseRows()
+        # Counts kept per source (0: all): bounds memory by the catalog, not the stream.
+        # Row sums stay exact, so a pruned row's scores keep their scale.
+        self._counts = SparseRows(max_targets)
         self._row_sums: dict[int, float] = {}
         self._received = np.zeros(1024, dtype=np.float64)
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # normalised rows, cached

@@ -12,6 +12,7 @@ from models.fusion import (
     standardize,
 )
 from models.long_term import LongTermInterest, pack_vector, render_history, unpack_vector
+from models.sparse_rows import SparseRows
 from models.streaming import Interaction
 from models.transitions import ItemTransitions
 from tests.conftest import genre_catalog
@@ -176,6 +177,37 @@ def test_transitions_follow_the_order_of_actions():
     scores = t.score([[1], [0], [2]], n_items=3)
     assert scores[0].argmax() == 2 and scores[1].argmax() == 1
     assert not scores[2].any()  # nothing ever followed item 2
+
+
+def test_transitions_memory_is_bounded_and_keeps_the_heavy_followers():
+    bounded = ItemTransitions(window=1, reverse_weight=0.0, max_targets=4)
+    unbounded = ItemTransitions(window=1, reverse_weight=0.0)
+    for t in (bounded, unbounded):
+        for _ in range(3):
+            t.learn_one([0], 1)
+            t.learn_one([0], 2)
+        for target in range(3, 1000):  # a flood of one-off followers of item 0
+            t.learn_one([0], target)
+    cols, _ = bounded._counts.row(0)
+    assert len(cols) <= 8 and bounded._counts.pruned >= 990
+    assert len(unbounded._counts.row(0)[0]) == 999
+    scores, exact = bounded.score([[0]], 1000)[0], unbounded.score([[0]], 1000)[0]
+    assert set(np.argsort(-scores)[:2]) == {1, 2}  # the heavy followers survive
+    np.testing.assert_allclose(scores[[1, 2]], exact[[1, 2]])  # at the same scale
+
+
+def test_sparse_rows_prune_to_the_largest_counts():
+    rows = SparseRows(max_cols=2)
+    for col, count in [(5, 1.0), (6, 3.0), (7, 2.0), (8, 0.5)]:
+        rows.add(0, col, count)
+    rows.add(0, 9, 1.5)  # a fifth column: the row first keeps its two largest
+    cols, vals = rows.row(0)
+    assert dict(zip(cols.tolist(), vals.tolist(), strict=True)) == {6: 3.0, 7: 2.0, 9: 1.5}
+    assert rows.pruned == 2
+    rows.add(0, 6, 1.0)  # the kept slots still add up
+    assert rows.block([0], [6, 5])[0].tolist() == [4.0, 0.0]
+    with pytest.raises(ValueError):
+        SparseRows(max_cols=-1)
 
 
 def test_history_is_rendered_as_text_and_packed_compactly():
