@@ -92,6 +92,7 @@ class ItemIndex:
         self._features = np.zeros((initial_capacity, dim), dtype=np.float32)
         self._has_content = np.zeros(initial_capacity, dtype=bool)
         self.retired: set[int] = set()  # rows deleted from the catalog: never recommended
+        self.id_only = 0  # rows known from events only (no content yet)
         # Sums over all rows, kept up to date on upsert: each user's mean and spread of a
         # content score over all items follow from them (models.fusion.LinearScores).
         self._feature_sum = np.zeros(dim)
@@ -140,6 +141,7 @@ class ItemIndex:
             self.row_of[item_id] = row
             self.titles.append(None)
             self.categories.append(())
+            self.id_only += 1
         return row
 
     def upsert(self, items: Iterable[ItemText], vectors: np.ndarray) -> list[int]:
@@ -151,6 +153,8 @@ class ItemIndex:
         changed = np.unique(np.array(rows, dtype=np.int64))
         before = self._features[changed].astype(np.float64)
         for item, vector, row in zip(items, vectors, rows, strict=True):
+            if not self._has_content[row]:
+                self.id_only -= 1
             self.retired.discard(row)
             self.titles[row] = item.title
             self.categories[row] = tuple(item.categories)

@@ -272,6 +272,15 @@ class Engine:
             log.warning("unreadable stored profile for user %s; starting afresh", user_id)
             return UserProfile(user_id)
 
+    def admits_item(self, item_id: str, new_in_batch: set[str]) -> bool:
+        """Whether an event naming ``item_id`` may be applied: a known item, or a new one
+        while fewer than ``max_uncataloged_items`` event-only items are held (counting
+        ``new_in_batch``, those admitted earlier in the same micro-batch)."""
+        limit = self.settings.max_uncataloged_items
+        if not limit or item_id in self.items or item_id in new_in_batch:
+            return True
+        return self.items.id_only + len(new_in_batch) < limit
+
     def apply(
         self, profile: UserProfile, event: BehaviorEvent, source: tuple[int, ...] | None
     ) -> bool:

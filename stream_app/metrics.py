@@ -46,7 +46,7 @@ BATCH_SECONDS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 QUANTILES = (0.5, 0.95, 0.99)
 # Exported at 0 from the start, so rate() and increase() see a reason's first dead letter.
-DEAD_LETTER_REASONS = (*ERROR_KINDS, "processing_error")
+DEAD_LETTER_REASONS = (*ERROR_KINDS, "item_limit", "processing_error")
 
 
 class WindowedHistogram:

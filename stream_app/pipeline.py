@@ -409,6 +409,7 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
 
     async def _process_batch(batch: Sequence[faust.EventT], stream: faust.StreamT) -> None:
         by_user: dict[str, list[tuple[BehaviorEvent | UserDeletion, faust.EventT]]] = {}
+        new_items: set[str] = set()  # items first named in this batch (see admits_item)
         for event in batch:
             message = event.message
             if not order.admit(message):
@@ -426,6 +427,14 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 stats.rerouted += 1
                 await events_topic.send(key=key, value=message.value)
                 continue
+            if isinstance(record, BehaviorEvent):
+                if not engine.admits_item(record.item_id, new_items):
+                    limit = settings.max_uncataloged_items
+                    text = f"item not in the catalog, and {limit:,} such items are held already"
+                    await send_dead_letter(message, "item_limit", text)
+                    continue
+                if record.item_id not in engine.items:
+                    new_items.add(record.item_id)
             by_user.setdefault(record.user_id, []).append((record, event))
         for tp, offset in order.take_seeks().items():
             await app.consumer.seek(tp, offset)

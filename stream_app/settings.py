@@ -129,6 +129,9 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     unknown_fields: str = "ignore"  # ignore | reject
     max_future_skew_s: float = 86_400.0
+    # Items named by events but absent from the catalog each take a row in every score
+    # matrix: past this many, events naming yet another one are dead-lettered (0: no limit).
+    max_uncataloged_items: int = 100_000
     # faust / group membership (short session: Tansu holds JoinGroup for half of it)
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 3.0
@@ -172,6 +175,8 @@ class Settings:
             raise ConfigError("batch_wait_s and batch_idle_s must be > 0")
         if not 0.0 < self.long_term_time_share <= 1.0:
             raise ConfigError("long_term_time_share must be in (0, 1]")
+        if self.max_uncataloged_items < 0:
+            raise ConfigError("STREAMREC_MAX_UNCATALOGED_ITEMS must be >= 0")
         if self.recommend_debounce_s < 0:
             raise ConfigError("recommend_debounce_s must be >= 0")
         if not 0.0 <= self.gate_sample_rate <= 1.0:

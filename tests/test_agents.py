@@ -58,6 +58,27 @@ async def test_bad_input_is_dead_lettered_and_valid_input_still_processed(pipeli
 
 
 @pytest.mark.asyncio
+async def test_events_past_the_uncataloged_item_limit_are_dead_lettered(tmp_path):
+    pipeline = memory_pipeline(tmp_path, max_uncataloged_items=2)[2]
+    items = ["i1", "i2", "i1", "i3", "i2", "i4"]  # i3 and i4 would be a third and fourth
+    payloads = [
+        json.dumps(event(f"e{n}", f"u{n % 2}", item, NOW_TS + n)).encode()
+        for n, item in enumerate(items)
+    ]
+    await _drain(
+        pipeline.agents["process-events"], payloads, [f"u{n % 2}".encode() for n in range(6)]
+    )
+    letters = [c["value"] for c in _sent(pipeline.dead_letters_topic.send)]
+    assert [(d.error_kind, json.loads(d.payload)["item_id"]) for d in letters] == [
+        ("item_limit", "i3"),
+        ("item_limit", "i4"),
+    ]
+    assert "catalog" in letters[0].error_message
+    assert pipeline.stats.events_applied == 4
+    assert pipeline.engine.items.id_only == 2
+
+
+@pytest.mark.asyncio
 async def test_events_keyed_by_something_else_are_rekeyed_by_user(pipeline):
     payload = json.dumps(event("e", "u9", "i1", NOW_TS)).encode()
     await _drain(pipeline.agents["process-events"], [payload], [None])

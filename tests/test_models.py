@@ -35,6 +35,20 @@ def recommender():
     return Recommender(index, RecommenderConfig(top_k=5), content_name=featurizer.name)
 
 
+def test_item_index_counts_rows_known_from_events_only():
+    featurizer = ItemFeaturizer(HashingTextEncoder())
+    index = featurizer.new_index()
+    index.ensure("seen-in-an-event")
+    index.ensure("seen-in-an-event")
+    texts = [ItemText("seen-in-an-event", "Alien"), ItemText("new", "Heat")]
+    assert index.id_only == 1
+    index.upsert(texts, featurizer.featurize(texts))  # the catalog names both
+    assert index.id_only == 0 and len(index) == 2
+    index.upsert(texts[:1], featurizer.featurize(texts[:1]))  # an update
+    index.ensure("another")
+    assert index.id_only == 1
+
+
 def test_event_weights_rank_actions():
     assert event_weight("purchase", None) > event_weight("click", None) > event_weight("view", None)
     assert event_weight("skip", None) < 0
