@@ -129,6 +129,19 @@ def replay_workload(path: Path) -> Workload:
 # --------------------------------------------------------------------------- measurement
 
 
+def rss_growth_per_100k_events(samples: Sequence[Sample], total: int) -> float:
+    """Worker RSS growth (MB) per 100,000 events over the second half of a drain: the
+    highest RSS there minus the RSS at its start. The first half is the warm-up (heap,
+    caches, the first micro-batches); a worker whose memory is bounded shows ~0 here."""
+    half = [s for s in samples if s.consumed >= total / 2]
+    done = next((n for n, s in enumerate(half) if s.consumed >= total), len(half) - 1)
+    half = half[: done + 1]
+    if len(half) < 2 or half[-1].consumed <= half[0].consumed:
+        return float("nan")
+    growth = max(s.rss_mb for s in half) - half[0].rss_mb
+    return growth * 100_000 / (half[-1].consumed - half[0].consumed)
+
+
 def sustained_rate(samples: Sequence[tuple[float, int]], total: int) -> float:
     """Events/s: slope of (time, consumed) between 10% and 90% of ``total``.
 
@@ -428,6 +441,7 @@ class RunResult:
     outputs: int = 0
     outputs_per_s: float = 0.0
     peak_rss_mb: float = 0.0
+    rss_growth_mb_per_100k_events: float = float("nan")
     mean_cpu_percent: float = 0.0
     completed: bool = True
     lag: list[tuple[float, int]] = field(default_factory=list)
@@ -548,6 +562,7 @@ class Bench:
             "users_in_state": state[1],
             "peak_rss_mb": max(runs["pipeline"].peak_rss_mb, latency["peak_rss_mb"]),
             "rss_growth_after_warmup_mb": latency["rss_growth_mb"],
+            "rss_growth_mb_per_100k_events": runs["pipeline"].rss_growth_mb_per_100k_events,
             "worker_cpu_percent": runs["pipeline"].mean_cpu_percent,
             "runs": {name: run.summary() for name, run in runs.items()},
             "series": {
@@ -612,6 +627,7 @@ class Bench:
             outputs=outputs,
             outputs_per_s=outputs * rate / total if np.isfinite(rate) else float("nan"),
             peak_rss_mb=max((s.rss_mb for s in samples), default=0.0),
+            rss_growth_mb_per_100k_events=rss_growth_per_100k_events(samples, total),
             mean_cpu_percent=float(np.mean([s.cpu_percent for s in moving])) if moving else 0.0,
             completed=completed,
             lag=[(round(s.t, 2), sum(s.lag.values())) for s in samples],

@@ -32,8 +32,9 @@ def targets(result: dict[str, Any]) -> dict[str, bool]:
 def workload_table(workloads: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "| workload | no-op consume ev/s | no-op + output ev/s | pipeline ev/s | ratio | recs/s "
-        "| p50 ms | p95 ms | p99 ms | state B/user | peak RSS MB | RSS growth MB | worker CPU % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 ms | p95 ms | p99 ms | state B/user | peak RSS MB | RSS growth MB "
+        "| RSS MB per 100k events | worker CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in workloads.values():
         lat = result["latency_ms"]
@@ -43,7 +44,9 @@ def workload_table(workloads: dict[str, dict[str, Any]]) -> list[str]:
             f"| {result['ratio_to_noop']:.2f} | {result['recommendations_per_s']:,.0f} "
             f"| {lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} "
             f"| {result['state_bytes_per_user']:,.0f} | {result['peak_rss_mb']:,.0f} "
-            f"| {result['rss_growth_after_warmup_mb']:,.1f} | {result['worker_cpu_percent']:.0f} |"
+            f"| {result['rss_growth_after_warmup_mb']:,.1f} "
+            f"| {result.get('rss_growth_mb_per_100k_events', float('nan')):,.1f} "
+            f"| {result['worker_cpu_percent']:.0f} |"
         )
     return lines
 

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from schemas import ValidationPolicy, parse_event
-from stream_app.bench import generated_workload, latency_series, percentiles_ms, sustained_rate
+from stream_app.bench import (
+    Sample,
+    generated_workload,
+    latency_series,
+    percentiles_ms,
+    rss_growth_per_100k_events,
+    sustained_rate,
+)
 from stream_app.bench_components import run_components
 
 
@@ -28,6 +35,19 @@ def test_sustained_rate_falls_back_to_first_and_last_progress():
     assert sustained_rate(samples, 100) == pytest.approx(400.0)
     assert np.isnan(sustained_rate([(0.0, 0)], 100))
     assert np.isnan(sustained_rate([(0.5, 100), (0.75, 100)], 100))
+
+
+def test_rss_growth_is_measured_over_the_second_half_of_a_drain():
+    def sample(t: float, consumed: int, rss: float) -> Sample:
+        return Sample(t, consumed, {}, rss, 100.0)
+
+    # Warm-up growth in the first half does not count; after the drain neither.
+    samples = [sample(0, 0, 500), sample(1, 20_000, 900), sample(2, 50_000, 1000)]
+    samples += [sample(3, 75_000, 1010), sample(4, 100_000, 1040), sample(5, 100_000, 2000)]
+    assert rss_growth_per_100k_events(samples, 100_000) == pytest.approx(40 * 2)
+    flat = [sample(t, 10_000 * t, 800) for t in range(11)]
+    assert rss_growth_per_100k_events(flat, 100_000) == 0.0
+    assert np.isnan(rss_growth_per_100k_events([sample(0, 100, 800)], 100_000))
 
 
 def test_latency_percentiles_and_series():
