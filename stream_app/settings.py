@@ -120,7 +120,8 @@ class Settings:
     # load, long-term views refresh later instead of slowing event processing.
     long_term_time_share: float = 0.15
     gate_learning: bool = True  # learn the per-user blend online from the stream
-    gate_sample_rate: float = 0.25  # share of users' events the gate learns from
+    # Share of users' events the gate learns from: as in the evaluator (64 of every 500).
+    gate_sample_rate: float = 0.125
     rerank: bool = False  # online learned re-ranker (models/reranker.py); see README: Evaluation
     # auto: bfloat16 where this machine runs it faster (models/precision.py): the ranking
     # shortlist (then scored exactly) and BERT inference; float32: exact everywhere
