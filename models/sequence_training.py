@@ -253,6 +253,12 @@ def _contexts(cases: Sequence[RankingCase], config: SequenceModelConfig):
     return _pad_left(parts, config.max_len, config.n_gap_buckets)
 
 
+def half_window(config: SequenceModelConfig) -> int:
+    """Default ``min_context``: training targets see at least half a window of earlier
+    actions (served ones see a full window; ML-100K validation prefix: see ``TrainConfig``)."""
+    return config.max_len // 2
+
+
 def training_windows(
     sequences: Sequence[EncodedSequence],
     config: SequenceModelConfig,
@@ -432,7 +438,7 @@ def fit_sequence_model(
     started = time.perf_counter()
     bar = tqdm(range(1, tc.epochs + 1), desc="train", unit="epoch", disable=not tc.progress)
     epoch = 0
-    min_context = model_config.max_len // 2 if tc.min_context is None else tc.min_context
+    min_context = half_window(model_config) if tc.min_context is None else tc.min_context
     for epoch in bar:
         shift_rng = rng if tc.shift_windows else None
         windows = training_windows(train, model_config, shift_rng, min_context)
@@ -784,7 +790,8 @@ class SequenceScorer:
     def loss(self, data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]]) -> float:
         """Mean next-item cross-entropy on ``data`` (dropout off)."""
         self.model.eval()
-        windows = training_windows(self._sequences(data), self.model.config)
+        config = self.model.config
+        windows = training_windows(self._sequences(data), config, min_context=half_window(config))
         if not len(windows[0]):
             return float("nan")
         return float(window_loss(self.model, _tensors(windows, self.device)))
@@ -800,7 +807,8 @@ class SequenceScorer:
         ``data`` is interactions (grouped per user in time order) or ready sequences.
         Each step draws up to ``batch_size`` training windows at random.
         """
-        windows = training_windows(self._sequences(data), self.model.config)
+        config = self.model.config
+        windows = training_windows(self._sequences(data), config, min_context=half_window(config))
         if not len(windows[0]) or steps <= 0:
             return []
         if self._optimizer is None:
