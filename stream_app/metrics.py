@@ -403,6 +403,14 @@ class StreamrecCollector(Collector):
             family = HistogramMetricFamily(name, doc)
             family.add_metric([], histogram.cumulative_buckets(), histogram.sum)
             yield family
+        stages = HistogramMetricFamily(
+            "streamrec_batch_stage_seconds",
+            "Time per micro-batch in each stage (apply, rank, gate), and between two batches.",
+            labels=["stage"],
+        )
+        for stage, histogram in stats.stage_seconds.items():
+            stages.add_metric([stage], histogram.cumulative_buckets(), histogram.sum)
+        yield stages
 
         info = model_info(m.pipeline, m.settings)
         model = InfoMetricFamily("streamrec_model", "The ranking model serving now.")
@@ -551,6 +559,10 @@ class WorkerMetrics:
             "latency_s": {
                 "end_to_end": stats.end_to_end_seconds.quantiles(window_s),
                 "batch_processing": stats.batch_seconds.quantiles(window_s),
+                "batch_stages": {
+                    stage: histogram.quantiles(window_s)
+                    for stage, histogram in stats.stage_seconds.items()
+                },
             },
             "batch_size": stats.batch_sizes.quantiles(window_s),
             "tables": {name: table_key_count(table) for name, table in self.tables.items()},

@@ -85,6 +85,12 @@ TABLE_STORE_OPTIONS = {
 }
 
 
+# A micro-batch's stages: parse and apply its events (state read, learners, state written);
+# rank and send the recommendations; teach the gate. "between": from the end of one batch to
+# the start of the next (fetching, buffering, commits, timers: the event loop's share).
+BATCH_STAGES = ("apply", "rank", "gate", "between")
+
+
 @dataclass
 class PipelineStats:
     """Counters the agents keep; read by tests, logs and (later) metrics."""
@@ -109,6 +115,10 @@ class PipelineStats:
     batch_sizes: WindowedHistogram = field(default_factory=batch_size_histogram)
     batch_seconds: WindowedHistogram = field(default_factory=batch_seconds_histogram)
     end_to_end_seconds: WindowedHistogram = field(default_factory=latency_histogram)
+    # Where a micro-batch's time goes (BATCH_STAGES), and the event loop's time between two.
+    stage_seconds: dict[str, WindowedHistogram] = field(
+        default_factory=lambda: {stage: batch_seconds_histogram() for stage in BATCH_STAGES}
+    )
 
 
 @dataclass
@@ -401,13 +411,18 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
         batches = stream.take_batches(
             settings.batch_size, settings.batch_wait_s, settings.batch_idle_s
         )
+        finished = None
         async for batch in batches:
             started = time.perf_counter()
+            if finished is not None:
+                stats.stage_seconds["between"].observe(started - finished)
             await _process_batch(batch, stream)
-            stats.batch_seconds.observe(time.perf_counter() - started)
+            finished = time.perf_counter()
+            stats.batch_seconds.observe(finished - started)
             stats.batch_sizes.observe(len(batch))
 
     async def _process_batch(batch: Sequence[faust.EventT], stream: faust.StreamT) -> None:
+        batch_started = time.perf_counter()
         by_user: dict[str, list[tuple[BehaviorEvent | UserDeletion, faust.EventT]]] = {}
         new_items: set[str] = set()  # items first named in this batch (see admits_item)
         for event in batch:
@@ -496,16 +511,21 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 log.exception("processing failed for user %s", user_id)
                 for _, event in user_events:
                     await send_dead_letter(event.message, "processing_error", repr(exc))
+        ranking_started = time.perf_counter()
+        stats.stage_seconds["apply"].observe(ranking_started - batch_started)
         for user_id in deleted_users:
             # A tombstone: consumers of the recommendations topic drop the user's list, and
             # compaction removes the earlier lists.
             await recommendations_topic.send(key=user_id.encode("utf-8"), value=None)
         if touched and not await _send_recommendations(touched, triggers, kafka_times):
             return  # no gate learning from a batch the ranker failed on
+        gate_started = time.perf_counter()
+        stats.stage_seconds["rank"].observe(gate_started - ranking_started)
         try:
             engine.learn_gate(*gate_examples)
         except Exception:  # noqa: BLE001 - the blend keeps its last weights
             log.exception("gate learning failed")
+        stats.stage_seconds["gate"].observe(time.perf_counter() - gate_started)
 
     async def _send_recommendations(
         touched: list[UserProfile], triggers: list[str], kafka_times: list[float]

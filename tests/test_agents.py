@@ -37,6 +37,8 @@ async def test_events_update_state_and_emit_one_recommendation_per_user(pipeline
     recs = _sent(pipeline.recommendations_topic.send)
     assert sorted(r["key"] for r in recs) == [b"u0", b"u1"]
     assert pipeline.stats.events_applied == 6
+    stages = pipeline.stats.stage_seconds  # each batch times its stages
+    assert all(stages[s].count >= 1 for s in ("apply", "rank", "gate"))
     for rec in recs:
         value = Recommendation.loads(rec["value"])  # the published bytes fit the schema
         assert value.user_id == rec["key"].decode() and value.trigger_event_id in {"e4", "e5"}

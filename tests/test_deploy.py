@@ -156,7 +156,8 @@ def populated_exposition(tmp_path) -> str:
     stats = pipeline.stats
     stats.dead_letters["invalid_json"] += 1
     stats.last_long_term_refresh_at = stats.last_sequence_finetune_at = 1.0
-    for histogram in (stats.batch_sizes, stats.batch_seconds, stats.end_to_end_seconds):
+    stages = list(stats.stage_seconds.values())
+    for histogram in (stats.batch_sizes, stats.batch_seconds, stats.end_to_end_seconds, *stages):
         histogram.observe(1.0)
     metrics = WorkerMetrics(app, settings, pipeline, lambda: {"ready": True})
     group = app.conf.id
