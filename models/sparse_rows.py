@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from collections.abc import Sequence
 
 import numpy as np
 
 
 class SparseRows:
-    """Sparse rows of float counts: per touched row a column array, a value array and a
-    column -> slot dict, so an increment is O(1) and reading a row is two array slices
-    (no rebuild from a dict). Rows never touched cost nothing.
+    """Sparse rows of float counts, each a pair of packed arrays (``array.array``: int32
+    columns kept sorted, float64 counts): 12 bytes a count where a column -> slot dict cost
+    ~217. An increment is a binary search, plus a memmove for a new column; reading a row
+    copies two small arrays. Rows never touched cost nothing.
 
     ``max_cols`` (0: unbounded) bounds memory: a row that reaches ``2 * max_cols`` columns
     keeps its ``max_cols`` largest counts (amortised O(1) per new column). Its heavy
@@ -18,64 +21,66 @@ class SparseRows:
     pruning to stay.
     """
 
-    _EMPTY = (np.empty(0, dtype=np.int64), np.empty(0))
-
     def __init__(self, max_cols: int = 0) -> None:
         if max_cols < 0:
             raise ValueError(f"max_cols must be >= 0, got {max_cols}")
         self.max_cols = max_cols
         self.pruned = 0  # columns dropped so far
-        self._slots: dict[int, dict[int, int]] = {}
-        self._cols: dict[int, np.ndarray] = {}
-        self._vals: dict[int, np.ndarray] = {}
+        self._cols: dict[int, array] = {}
+        self._vals: dict[int, array] = {}
 
     def add(self, row: int, col: int, value: float) -> None:
-        slots = self._slots.get(row)
-        if slots is None:
-            slots = self._slots[row] = {}
-            self._cols[row] = np.empty(4, dtype=np.int64)
-            self._vals[row] = np.empty(4)
-        slot = slots.get(col)
-        if slot is None:
-            if self.max_cols and len(slots) >= 2 * self.max_cols:
-                slots = self._prune(row)
-            slot = slots[col] = len(slots)
-            if slot == self._cols[row].shape[0]:
-                self._cols[row] = np.resize(self._cols[row], 2 * slot)
-                self._vals[row] = np.resize(self._vals[row], 2 * slot)
-            self._cols[row][slot] = col
-            self._vals[row][slot] = value
-        else:
-            self._vals[row][slot] += value
+        cols = self._cols.get(row)
+        if cols is None:
+            self._cols[row], self._vals[row] = array("i", (col,)), array("d", (value,))
+            return
+        at = bisect_left(cols, col)
+        if at < len(cols) and cols[at] == col:
+            self._vals[row][at] += value
+            return
+        if self.max_cols and len(cols) >= 2 * self.max_cols:
+            self._prune(row)
+            cols = self._cols[row]
+            at = bisect_left(cols, col)
+        cols.insert(at, col)
+        self._vals[row].insert(at, value)
 
-    def _prune(self, row: int) -> dict[int, int]:
-        """Keep the row's ``max_cols`` largest counts (ties: the earlier column)."""
-        n = len(self._slots[row])
-        cols, vals = self._cols[row][:n], self._vals[row][:n]
+    def _prune(self, row: int) -> None:
+        """Keep the row's ``max_cols`` largest counts (ties: the lower column)."""
+        cols, vals = self.row(row)
         keep = np.sort(np.argsort(-vals, kind="stable")[: self.max_cols])
-        self._cols[row][: len(keep)] = cols[keep]
-        self._vals[row][: len(keep)] = vals[keep]
-        self.pruned += n - len(keep)
-        slots = self._slots[row] = {int(c): s for s, c in enumerate(self._cols[row][: len(keep)])}
-        return slots
+        self.pruned += len(cols) - len(keep)
+        self._cols[row] = array("i", cols[keep].astype(np.int32).tobytes())
+        self._vals[row] = array("d", vals[keep].tobytes())
 
     def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """Columns and counts of ``row`` (views: copy them to keep them past an ``add``)."""
-        slots = self._slots.get(row)
-        if slots is None:
-            return self._EMPTY
-        n = len(slots)
-        return self._cols[row][:n], self._vals[row][:n]
+        """Columns (ascending, int64) and counts (float64) of ``row``: copies."""
+        cols = self._cols.get(row)
+        if cols is None:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        return (
+            np.frombuffer(cols, dtype=np.int32).astype(np.int64),
+            np.frombuffer(self._vals[row], dtype=np.float64).copy(),
+        )
+
+    def size(self) -> int:
+        """Counts held, over all rows."""
+        return sum(len(c) for c in self._cols.values())
+
+    def nbytes(self) -> int:
+        """Bytes the counts take (their arrays; not the per-row object headers)."""
+        return 12 * self.size()
 
     def block(self, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
         """``[len(rows), len(cols)]`` counts, 0 where absent."""
         out = np.zeros((len(rows), len(cols)))
+        wanted = np.asarray(cols, dtype=np.int64)
         for i, row in enumerate(rows):
-            slots = self._slots.get(row)
-            if slots:
-                values = self._vals[row]
-                for j, col in enumerate(cols):
-                    slot = slots.get(col)
-                    if slot is not None:
-                        out[i, j] = values[slot]
+            held = self._cols.get(row)
+            if held is None or not len(wanted):
+                continue
+            have = np.frombuffer(held, dtype=np.int32)
+            at = np.minimum(np.searchsorted(have, wanted), len(have) - 1)
+            found = have[at] == wanted
+            out[i, found] = np.frombuffer(self._vals[row], dtype=np.float64)[at[found]]
         return out

@@ -83,7 +83,7 @@ class ItemTransitions:
                 top = np.argpartition(-vals, self.max_neighbours - 1)[: self.max_neighbours]
                 cols, vals = cols[top], vals[top]
             scaled = (vals / self._row_sums[prev] ** self.row_norm).astype(np.float32)
-            cached = self._arrays[prev] = (cols.copy(), scaled)
+            cached = self._arrays[prev] = (cols, scaled)
         return cached
 
     def score(self, recent_rows: Sequence[Sequence[int]], n_items: int) -> np.ndarray:
@@ -116,6 +116,11 @@ class ItemTransitions:
         matrix = sparse.csr_matrix((values, (np.concatenate(users), columns)), shape=shape)
         matrix.sum_duplicates()  # canonical: one entry per (user, item), sorted
         return matrix
+
+    def memory(self) -> dict[str, int]:
+        """Counts held, bytes they take, and counts pruned so far (see ``max_targets``)."""
+        counts = self._counts
+        return {"counts": counts.size(), "bytes": counts.nbytes(), "pruned": counts.pruned}
 
     def row_scores(self, prev: int, columns: np.ndarray) -> np.ndarray:
         """Normalised followed-by counts from ``prev`` to each of ``columns`` (no damping)."""

@@ -311,6 +311,8 @@ def model_info(pipeline: Pipeline, settings: Settings) -> dict[str, Any]:
         "device": engine.device,
         "device_kind": device_kind(engine.device),
         "catalog_items": len(engine.items),
+        "uncataloged_items": engine.items.id_only,
+        "transitions": recommender.transitions.memory(),
         "refreshes": {
             "long_term": {
                 "runs": stats.long_term_refresh_runs,

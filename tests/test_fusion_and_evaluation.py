@@ -190,10 +190,30 @@ def test_transitions_memory_is_bounded_and_keeps_the_heavy_followers():
             t.learn_one([0], target)
     cols, _ = bounded._counts.row(0)
     assert len(cols) <= 8 and bounded._counts.pruned >= 990
+    held = {"counts": len(cols), "bytes": 12 * len(cols), "pruned": bounded._counts.pruned}
+    assert bounded.memory() == held  # only item 0 is ever followed
     assert len(unbounded._counts.row(0)[0]) == 999
     scores, exact = bounded.score([[0]], 1000)[0], unbounded.score([[0]], 1000)[0]
     assert set(np.argsort(-scores)[:2]) == {1, 2}  # the heavy followers survive
     np.testing.assert_allclose(scores[[1, 2]], exact[[1, 2]])  # at the same scale
+
+
+def test_sparse_rows_hold_exact_counts_in_packed_arrays():
+    rng = np.random.default_rng(3)
+    rows, expected = SparseRows(), {}
+    for row, col, value in zip(
+        rng.integers(0, 5, 3000), rng.integers(0, 400, 3000), rng.random(3000), strict=True
+    ):
+        rows.add(int(row), int(col), float(value))
+        key = (int(row), int(col))
+        expected[key] = expected.get(key, 0.0) + float(value)
+    for row in range(5):
+        cols, vals = rows.row(row)
+        assert (np.diff(cols) > 0).all()  # ascending, one entry per column
+        want = {c: v for (r, c), v in expected.items() if r == row}
+        assert dict(zip(cols.tolist(), vals.tolist(), strict=True)) == pytest.approx(want)
+    assert rows.nbytes() == 12 * len(expected)  # int32 column + float64 count
+    assert rows.row(99)[0].size == 0
 
 
 def test_sparse_rows_prune_to_the_largest_counts():
