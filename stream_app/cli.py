@@ -144,6 +144,33 @@ def tail(from_beginning: bool, limit: int | None, settings: Settings) -> None:
         pass
 
 
+def train_demo_sequence_model(
+    events: list[dict[str, Any]], out: Path, epochs: int, settings: Settings
+) -> str:
+    """Train the Transformer on the first half of ``events`` (by time), as one trains on
+    history before going live, and write its checkpoint to ``out``; returns its version."""
+    from models.sequence_training import resolve_device, train_sequence_model
+    from models.streaming import Interaction
+
+    history = sorted(events, key=lambda e: e["timestamp"])[: len(events) // 2]
+    interactions = [
+        Interaction(
+            str(e["user_id"]),
+            str(e["item_id"]),
+            float(e["timestamp"]),
+            e.get("event_type", "view"),
+            e.get("value"),
+            str(e.get("event_id", "")),
+        )
+        for e in history
+    ]
+    # One early-stopped run, no refit: a demo should start within a minute.
+    scorer = train_sequence_model(
+        interactions, epochs=epochs, device=resolve_device(settings.device), refit=False
+    )
+    return scorer.save_checkpoint(out)
+
+
 @main.command()
 @click.option(
     "--data",
@@ -153,9 +180,22 @@ def tail(from_beginning: bool, limit: int | None, settings: Settings) -> None:
 @click.option("--rate", type=float, default=50.0, show_default=True, help="Events per second")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds")
 @click.option("--port", type=int, default=None, help="Broker port (default: a free one)")
+@click.option(
+    "--train-epochs",
+    type=int,
+    default=10,
+    show_default=True,
+    help="First train the sequence Transformer on the first half of the events, for at most "
+    "this many epochs (0: serve without it; a STREAMREC_SEQUENCE_CHECKPOINT is used as given)",
+)
 @settings_options
 def demo(
-    data: Path | None, rate: float, duration: float | None, port: int | None, settings: Settings
+    data: Path | None,
+    rate: float,
+    duration: float | None,
+    port: int | None,
+    train_epochs: int,
+    settings: Settings,
 ) -> None:
     """All in one: embedded broker, a worker, a replay, and live recommendations."""
     from stream_app.broker import EmbeddedBroker, free_port
@@ -176,6 +216,17 @@ def demo(
             web_port=free_port() if settings.web_port == 6066 else settings.web_port,
         )
         ensure_topics(settings)
+        events, catalog = load_dataset(data) if data else (demo_events(), demo_catalog())
+        if train_epochs > 0 and not settings.sequence_checkpoint:
+            checkpoint = workdir / "sequence"
+            click.echo(
+                f"training the sequence Transformer on the first half of the events "
+                f"({len(events) // 2:,}; at most {train_epochs} epochs) ...",
+                err=True,
+            )
+            version = train_demo_sequence_model(events, checkpoint, train_epochs, settings)
+            click.echo(f"sequence model {version} written to {checkpoint}", err=True)
+            settings = settings.with_overrides(sequence_checkpoint=str(checkpoint))
         env = {**os.environ, **settings_to_env(settings)}
         worker_log = open(workdir / "worker.log", "ab")  # noqa: SIM115
         worker_proc = subprocess.Popen(
@@ -184,7 +235,6 @@ def demo(
             stdout=worker_log,
             stderr=subprocess.STDOUT,
         )
-        events, catalog = load_dataset(data) if data else (demo_events(), demo_catalog())
         click.echo(
             f"worker started (pid {worker_proc.pid}); live dashboard: "
             f"http://127.0.0.1:{settings.web_port}/dashboard (metrics: /metrics); "
