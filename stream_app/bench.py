@@ -131,15 +131,17 @@ def replay_workload(path: Path) -> Workload:
 
 def rss_growth_per_100k_events(samples: Sequence[Sample], total: int) -> float:
     """Worker RSS growth (MB) per 100,000 events over the second half of a drain: the
-    highest RSS there minus the RSS at its start. The first half is the warm-up (heap,
-    caches, the first micro-batches); a worker whose memory is bounded shows ~0 here."""
+    least-squares slope of RSS against events consumed, up to the first sample that saw
+    them all. The first half is the warm-up (heap, caches, the first micro-batches); a
+    worker whose memory is bounded shows ~0 here (a passing peak moves a slope little)."""
     half = [s for s in samples if s.consumed >= total / 2]
     done = next((n for n, s in enumerate(half) if s.consumed >= total), len(half) - 1)
     half = half[: done + 1]
-    if len(half) < 2 or half[-1].consumed <= half[0].consumed:
+    consumed = np.array([s.consumed for s in half], dtype=np.float64)
+    if len(half) < 2 or np.ptp(consumed) == 0:
         return float("nan")
-    growth = max(s.rss_mb for s in half) - half[0].rss_mb
-    return growth * 100_000 / (half[-1].consumed - half[0].consumed)
+    slope = np.polyfit(consumed, np.array([s.rss_mb for s in half]), 1)[0]
+    return float(slope * 100_000)
 
 
 def sustained_rate(samples: Sequence[tuple[float, int]], total: int) -> float:
