@@ -854,6 +854,7 @@ def run_train(
     device: str = "auto",
     progress: bool = True,
     exclude_history: bool = True,
+    refit_all: bool = False,
 ) -> dict[str, Any]:
     """Train on a data set, evaluate with ``eval_mode``, write the checkpoint and JSON report.
 
@@ -861,7 +862,9 @@ def run_train(
     evaluator's loader); ``dataset`` names them in the report.
     ``eval_mode``: ``loo`` (leave-one-out) or ``temporal`` (see :func:`temporal_split`).
     The checkpoint holds the weights chosen on validation (trained without the held-out
-    interactions).
+    interactions); with ``refit_all``, a model trained afresh on every interaction for the
+    number of epochs early stopping chose (the one to deploy: it has seen the most recent
+    events). The reported metrics are the held-out model's either way.
     """
     if eval_mode not in ("loo", "temporal"):
         raise ValueError(f"eval_mode must be 'loo' or 'temporal', not {eval_mode!r}")
@@ -906,8 +909,15 @@ def run_train(
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
     extra: dict[str, Any] = {"interactions": len(interactions)}
+    model, trained_on = result.model, "the training split (held-out interactions excluded)"
+    if refit_all:
+        whole = temporal_split(interactions, test_fraction=0.0, valid_fraction=0.0)
+        epochs_chosen = replace(train_config, epochs=max(result.best_epoch, 1))
+        model = fit_sequence_model(whole.train, [], result.model.config, epochs_chosen).model
+        trained_on = f"every interaction, {epochs_chosen.epochs} epochs (chosen on validation)"
+    extra["checkpoint_trained_on"] = trained_on
     if out is not None:
         extra["checkpoint"] = str(out)
-        extra["version"] = save_checkpoint(out, result.model, split.item_ids)
+        extra["version"] = save_checkpoint(out, model, split.item_ids)
     extra["config"] = asdict(result.model.config)
     return {**report, **extra}

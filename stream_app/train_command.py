@@ -47,6 +47,13 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Train to rank only items the user has not had (as served with consumed items "
     "excluded); --include-history: a softmax over every item, as RecBole's SASRec",
 )
+@click.option(
+    "--refit-all",
+    is_flag=True,
+    help="Then train the checkpoint afresh on every interaction (the evaluated ones too) for "
+    "the number of epochs early stopping chose: the model to deploy. Metrics stay the "
+    "held-out model's",
+)
 @click.option("--device", default="auto", show_default=True, callback=_device)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 @click.option("--quiet", is_flag=True, help="No progress bar")
@@ -66,6 +73,7 @@ def train(
     heads: int,
     dropout: float,
     exclude_history: bool,
+    refit_all: bool,
     device: str,
     threads: int | None,
     quiet: bool,
@@ -98,6 +106,7 @@ def train(
             heads=heads,
             dropout=dropout,
             exclude_history=exclude_history,
+            refit_all=refit_all,
             patience=patience,
             device=resolve_device(device),
             progress=not quiet,
@@ -109,7 +118,10 @@ def train(
     for name, value in results.items():
         shown = f"{value:.4f}" if isinstance(value, float) and name != "train_seconds" else value
         click.echo(f"  {name:<28} {shown}")
-    click.echo(f"checkpoint {report['checkpoint']} ({report['version']})")
+    click.echo(
+        f"checkpoint {report['checkpoint']} ({report['version']}), trained on "
+        f"{report['checkpoint_trained_on']}"
+    )
     if json_path:
         click.echo(f"results written to {json_path}")
 

@@ -292,7 +292,17 @@ def test_train_command_writes_checkpoint_and_json(tmp_path):
     scores = report["results"]["sasrec_transformer"]
     assert report["dataset"] == "events" and 0.0 <= scores["ndcg@10"] <= 1.0
     assert {"recall@10_exclude_history", "best_epoch", "train_seconds"} <= set(scores)
-    assert SequenceScorer.load_checkpoint(tmp_path / "ckpt").max_len == 8
+    held_out = SequenceScorer.load_checkpoint(tmp_path / "ckpt")
+    assert held_out.max_len == 8 and "trained on the training split" in result.output
+    # --refit-all: same metrics, a checkpoint trained again on every interaction.
+    args[2] = str(tmp_path / "deploy")
+    deployed = CliRunner().invoke(train, [*args, "--refit-all"])
+    assert deployed.exit_code == 0, deployed.output
+    assert "trained on every interaction" in deployed.output
+    again = json.loads((tmp_path / "r.json").read_text())["results"]["sasrec_transformer"]
+    assert again["ndcg@10"] == scores["ndcg@10"]  # the held-out model's, as before
+    refit = SequenceScorer.load_checkpoint(tmp_path / "deploy")
+    assert refit.version != held_out.version and refit.item_ids == held_out.item_ids
 
 
 def test_train_sequence_model_returns_a_scorer():
