@@ -476,7 +476,7 @@ class Recommender:
             order, contributions, scores = candidates[keep], contributions[:, keep], exact[keep]
             leading = contributions.argmax(axis=0)
             positive = contributions.max(axis=0) > 0
-            memo: dict[str, object] = {"served": order}  # work shared by the user's reasons
+            memo = _ReasonMemo(order)  # work shared by the user's reasons
             results.append(
                 [
                     ScoredItem(
@@ -494,48 +494,54 @@ class Recommender:
             )
         return results
 
-    def _reason(
-        self, profile: UserProfile, row: int, signal: str | None, memo: dict[str, object]
-    ) -> str:
+    def _reason(self, profile: UserProfile, row: int, signal: str | None, memo: _ReasonMemo) -> str:
         """Explain an item by ``signal``, the one that contributed most to its score."""
         if not profile.items or signal is None or signal == "popularity":
             return "popular now"
         if signal == "transitions":
-            if "follows" not in memo:  # counts from each recent item to every served item
+            if memo.follows is None:  # counts from each recent item to every served item
                 window = self.config.transitions_window
                 positions = list(range(len(profile.items) - 1, -1, -1))[:window]
                 sources = [self.items.row_of[profile.items[p]] for p in positions]
-                served = memo["served"]
-                column_of = {int(r): c for c, r in enumerate(served)}  # type: ignore[attr-defined]
-                counts = self.transitions.counts(sources, served)  # type: ignore[arg-type]
-                memo["follows"] = (positions, column_of, counts)
-            positions, column_of, counts = memo["follows"]  # type: ignore[misc]
+                column_of = {int(r): c for c, r in enumerate(memo.served)}
+                counts = self.transitions.counts(sources, memo.served)
+                memo.follows = (positions, column_of, counts)
+            positions, column_of, counts = memo.follows
             column = counts[:, column_of[row]]
             if column.max() > 0:  # the most recent of the items it most often followed
                 return self._action_reason("often chosen with", profile, positions[column.argmax()])
         if signal == "sequence":
             return self._action_reason("next in your sequence after", profile, -1)
         if signal == "short_term":
-            if "recent" not in memo:
+            if memo.recent is None:
                 rows, weights = self._recent(profile, self.config.interest_window)
-                memo["recent"] = (len(rows), weights[:, None] * self.items.features[rows])
-            n_recent, weighted = memo["recent"]  # type: ignore[misc]
+                memo.recent = (len(rows), weights[:, None] * self.items.features[rows])
+            n_recent, weighted = memo.recent
             similarity = weighted @ self.items.features[row]
             position = len(profile.items) - n_recent + int(np.argmax(similarity))
             return self._action_reason("similar to", profile, position)
-        if "themes" not in memo:
-            memo["themes"] = Counter(
+        if memo.themes is None:
+            memo.themes = Counter(
                 c for i in profile.items for c in self.items.categories[self.items.row_of[i]]
             ).most_common(2)
-        themes = memo["themes"]
-        if themes:
-            return "matches your long-term taste for " + " & ".join(t for t, _ in themes)
+        if memo.themes:
+            return "matches your long-term taste for " + " & ".join(t for t, _ in memo.themes)
         return "matches your long-term taste"
 
     def _action_reason(self, prefix: str, profile: UserProfile, position: int) -> str:
         verb = PAST_TENSE[profile.kind_name(position)]
         label = self.items.label(self.items.row_of[profile.items[position]])
         return f"{prefix} {label} you {verb}"
+
+
+@dataclass
+class _ReasonMemo:
+    """Work shared by the reasons of one user's served items, computed on first need."""
+
+    served: np.ndarray  # the served rows, in order
+    follows: tuple[list[int], dict[int, int], np.ndarray] | None = None  # transitions counts
+    recent: tuple[int, np.ndarray] | None = None  # weighted recent content vectors
+    themes: list[tuple[str, int]] | None = None  # the history's two leading categories
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
