@@ -536,12 +536,24 @@ def train_sequence_model(
         epochs=epochs, seed=seed, device=resolve_device(device), progress=progress
     )
     result = fit_sequence_model(split.train, split.valid, config, train_config)
+    model = result.model
     if refit and split.valid:
-        whole = temporal_split(interactions, test_fraction=0.0, valid_fraction=0.0)  # same items
-        chosen = replace(train_config, epochs=result.best_epoch)
-        result = fit_sequence_model(whole.train, [], config, chosen)
-    version = f"{MODEL_NAME}/{weights_digest(result.model)[:12]}"
-    return SequenceScorer(result.model, split.item_ids, train_config.device, version, seed)
+        model = refit_on_all(interactions, config, train_config, result.best_epoch)
+    version = f"{MODEL_NAME}/{weights_digest(model)[:12]}"
+    return SequenceScorer(model, split.item_ids, train_config.device, version, seed)
+
+
+def refit_on_all(
+    interactions: Sequence[Interaction],
+    config: SequenceModelConfig,
+    train_config: TrainConfig,
+    epochs: int,
+) -> SequenceModel:
+    """A model trained afresh on every interaction for ``epochs`` (chosen beforehand by
+    early stopping on a held-out split). Its item rows are those of any split of the same
+    interactions: the vocabulary is theirs in order of first appearance."""
+    whole = temporal_split(interactions, test_fraction=0.0, valid_fraction=0.0)
+    return fit_sequence_model(whole.train, [], config, replace(train_config, epochs=epochs)).model
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -911,10 +923,9 @@ def run_train(
     extra: dict[str, Any] = {"interactions": len(interactions)}
     model, trained_on = result.model, "the training split (held-out interactions excluded)"
     if refit_all:
-        whole = temporal_split(interactions, test_fraction=0.0, valid_fraction=0.0)
-        epochs_chosen = replace(train_config, epochs=max(result.best_epoch, 1))
-        model = fit_sequence_model(whole.train, [], result.model.config, epochs_chosen).model
-        trained_on = f"every interaction, {epochs_chosen.epochs} epochs (chosen on validation)"
+        epochs = max(result.best_epoch, 1)
+        model = refit_on_all(interactions, result.model.config, train_config, epochs)
+        trained_on = f"every interaction, {epochs} epochs (chosen on validation)"
     extra["checkpoint_trained_on"] = trained_on
     if out is not None:
         extra["checkpoint"] = str(out)
