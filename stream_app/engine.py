@@ -274,12 +274,16 @@ class Engine:
 
     def admits_item(self, item_id: str, new_in_batch: set[str]) -> bool:
         """Whether an event naming ``item_id`` may be applied: a known item, or a new one
-        while fewer than ``max_uncataloged_items`` event-only items are held (counting
-        ``new_in_batch``, those admitted earlier in the same micro-batch)."""
-        limit = self.settings.max_uncataloged_items
-        if not limit or item_id in self.items or item_id in new_in_batch:
+        while fewer than ``max_uncataloged_items`` event-only items are held. A new one
+        admitted joins ``new_in_batch`` (the micro-batch's, not yet applied), which counts
+        towards the limit."""
+        if item_id in self.items or item_id in new_in_batch:
             return True
-        return self.items.id_only + len(new_in_batch) < limit
+        limit = self.settings.max_uncataloged_items
+        if limit and self.items.id_only + len(new_in_batch) >= limit:
+            return False
+        new_in_batch.add(item_id)
+        return True
 
     def apply(
         self, profile: UserProfile, event: BehaviorEvent, source: tuple[int, ...] | None

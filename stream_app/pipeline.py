@@ -442,14 +442,13 @@ def register_pipeline(app: faust.App, settings: Settings, engine: Engine) -> Pip
                 stats.rerouted += 1
                 await events_topic.send(key=key, value=message.value)
                 continue
-            if isinstance(record, BehaviorEvent):
-                if not engine.admits_item(record.item_id, new_items):
-                    limit = settings.max_uncataloged_items
-                    text = f"item not in the catalog, and {limit:,} such items are held already"
-                    await send_dead_letter(message, "item_limit", text)
-                    continue
-                if record.item_id not in engine.items:
-                    new_items.add(record.item_id)
+            if isinstance(record, BehaviorEvent) and not engine.admits_item(
+                record.item_id, new_items
+            ):
+                limit = settings.max_uncataloged_items
+                text = f"item not in the catalog, and {limit:,} such items are held already"
+                await send_dead_letter(message, "item_limit", text)
+                continue
             by_user.setdefault(record.user_id, []).append((record, event))
         for tp, offset in order.take_seeks().items():
             await app.consumer.seek(tp, offset)
