@@ -150,23 +150,13 @@ def train_demo_sequence_model(
     """Train the Transformer on the first half of ``events`` (by time), as one trains on
     history before going live, and write its checkpoint to ``out``; returns its version."""
     from models.sequence_training import resolve_device, train_sequence_model
-    from models.streaming import Interaction
+    from stream_app.evaluate_command import interactions_from_events
 
-    history = sorted(events, key=lambda e: e["timestamp"])[: len(events) // 2]
-    interactions = [
-        Interaction(
-            str(e["user_id"]),
-            str(e["item_id"]),
-            float(e["timestamp"]),
-            e.get("event_type", "view"),
-            e.get("value"),
-            str(e.get("event_id", "")),
-        )
-        for e in history
-    ]
+    interactions = interactions_from_events(events)
+    history = interactions[: len(interactions) // 2]
     # One early-stopped run, no refit: a demo should start within a minute.
     scorer = train_sequence_model(
-        interactions, epochs=epochs, device=resolve_device(settings.device), refit=False
+        history, epochs=epochs, device=resolve_device(settings.device), refit=False
     )
     return scorer.save_checkpoint(out)
 

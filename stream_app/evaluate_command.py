@@ -6,6 +6,7 @@ import json
 import logging
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,14 @@ SYSTEMS: dict[str, tuple[str, ...]] = {
 
 def load_interactions(path: Path) -> tuple[list[Interaction], list[dict[str, Any]]]:
     """A data set's events as validated, time-ordered Interactions, and its catalog."""
+    events, catalog = load_dataset(path)
+    return interactions_from_events(events), catalog
+
+
+def interactions_from_events(events: Sequence[dict[str, Any]]) -> list[Interaction]:
+    """Event documents as validated, time-ordered Interactions (ties in given order)."""
     from schemas.validation import InvalidInput, ValidationPolicy, event_from_doc
 
-    events, catalog = load_dataset(path)
     # Replays of old data: no "future" cut-off relative to the wall clock.
     policy = ValidationPolicy(max_future_skew_s=float("inf"), max_bytes=1 << 20)
     out, refused = [], 0
@@ -50,7 +56,7 @@ def load_interactions(path: Path) -> tuple[list[Interaction], list[dict[str, Any
         )
     if refused:
         log.warning("%d events refused by validation and left out", refused)
-    return time_ordered(out), catalog
+    return time_ordered(out)
 
 
 def build_baseline(name: str, seed: int):
