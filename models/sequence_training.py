@@ -798,12 +798,16 @@ class SequenceScorer:
             data = [[(e.item_id, e.event_type, e.timestamp) for e in evs] for evs in users.values()]
         return [self.encode(seq) for seq in data]  # type: ignore[arg-type]
 
+    def _windows(self, data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]]):
+        """Training windows of ``data``, cut as :func:`fit_sequence_model` cuts them."""
+        config = self.model.config
+        return training_windows(self._sequences(data), config, min_context=half_window(config))
+
     @torch.no_grad()
     def loss(self, data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]]) -> float:
         """Mean next-item cross-entropy on ``data`` (dropout off)."""
         self.model.eval()
-        config = self.model.config
-        windows = training_windows(self._sequences(data), config, min_context=half_window(config))
+        windows = self._windows(data)
         if not len(windows[0]):
             return float("nan")
         return float(window_loss(self.model, _tensors(windows, self.device)))
@@ -819,8 +823,7 @@ class SequenceScorer:
         ``data`` is interactions (grouped per user in time order) or ready sequences.
         Each step draws up to ``batch_size`` training windows at random.
         """
-        config = self.model.config
-        windows = training_windows(self._sequences(data), config, min_context=half_window(config))
+        windows = self._windows(data)
         if not len(windows[0]) or steps <= 0:
             return []
         if self._optimizer is None:
