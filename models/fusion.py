@@ -119,8 +119,9 @@ class LinearScores:
     def dense(self) -> np.ndarray:
         return self.queries @ self.items.T
 
-    def at(self, b: int, columns: np.ndarray) -> np.ndarray:
-        return self.items[columns] @ self.queries[b]
+    def at(self, users: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``[B, C]`` scores of user ``users[b]`` at ``columns[b]``."""
+        return (self.items[columns] @ self.queries[users][:, :, None])[:, :, 0]
 
     def rows(self, index: np.ndarray) -> LinearScores:
         return replace(self, queries=self.queries[index])
@@ -143,7 +144,7 @@ class FactoredSignals:
     """
 
     def __init__(self, parts: Sequence[SignalPart], n_items: int, buckets: np.ndarray) -> None:
-        self.parts = list(parts)
+        self.parts = [_canonical(part) if sparse.issparse(part) else part for part in parts]
         self.n_items = n_items
         self.buckets = np.asarray(buckets)
         self.n_users = len(self.buckets)
@@ -151,6 +152,7 @@ class FactoredSignals:
         self.mean = np.array(means).reshape(len(self.parts), self.n_users)  # [S B]
         std = np.array(stds).reshape(len(self.parts), self.n_users)
         self.scale = np.where(std > 1e-9, 1.0 / np.maximum(std, 1e-9), 0.0)  # [S B]
+        self._sparse_keys: dict[int, np.ndarray] = {}
 
     def _moments(self, part: SignalPart) -> tuple[np.ndarray, np.ndarray]:
         n, users = self.n_items, self.n_users
@@ -186,16 +188,37 @@ class FactoredSignals:
 
     def z(self, b: int, columns: np.ndarray) -> np.ndarray:
         """``[S, C]`` z-scores of user ``b`` at ``columns``."""
+        return self.z_rows(np.asarray(columns)[None], users=np.array([b]))[:, 0]
+
+    def z_rows(self, columns: np.ndarray, users: np.ndarray | None = None) -> np.ndarray:
+        """``[S, B, C]`` z-scores of user ``users[b]`` (default: every user in order) at
+        ``columns[b]``: the candidates of a whole batch in a few array operations."""
         columns = np.asarray(columns, dtype=np.int64)
-        values = np.empty((len(self.parts), len(columns)), dtype=np.float64)
+        users = np.arange(self.n_users) if users is None else np.asarray(users)
+        values = np.empty((len(self.parts), *columns.shape), dtype=np.float64)
         for s, part in enumerate(self.parts):
             if isinstance(part, LinearScores):
-                values[s] = part.at(b, columns)
+                values[s] = part.at(users, columns)
             elif sparse.issparse(part):
-                values[s] = _sparse_row_at(part, b, columns)
+                values[s] = self._sparse_at(s, users, columns)
             else:
                 values[s] = part[columns]
-        return ((values - self.mean[:, b, None]) * self.scale[:, b, None]).astype(np.float32)
+        mean, scale = self.mean[:, users, None], self.scale[:, users, None]
+        return ((values - mean) * scale).astype(np.float32)
+
+    def _sparse_at(self, s: int, users: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Entries ``[users[b], columns[b]]`` of sparse part ``s``: a canonical CSR matrix
+        lists them in (row, column) order, so one search over row * N + column finds all."""
+        part = self.parts[s]
+        if self._sparse_keys.get(s) is None:
+            rows = np.repeat(np.arange(part.shape[0], dtype=np.int64), np.diff(part.indptr))
+            self._sparse_keys[s] = rows * self.n_items + part.indices
+        keys = self._sparse_keys[s]
+        if not len(keys):
+            return np.zeros(columns.shape)
+        wanted = users[:, None].astype(np.int64) * self.n_items + columns
+        found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        return np.where(keys[found] == wanted, part.data[found], 0.0)
 
     def rows(self, index: np.ndarray) -> FactoredSignals:
         subset = object.__new__(FactoredSignals)
@@ -203,6 +226,7 @@ class FactoredSignals:
         subset.n_items, subset.buckets = self.n_items, self.buckets[index]
         subset.n_users = len(subset.buckets)
         subset.mean, subset.scale = self.mean[:, index], self.scale[:, index]
+        subset._sparse_keys = {}
         return subset
 
     def blend(self, weights: np.ndarray, coarse: bool = False) -> np.ndarray:
@@ -240,22 +264,20 @@ class FactoredSignals:
         return out.numpy()
 
 
+def _canonical(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    """One entry per (user, item), columns sorted within each row (``blend`` and
+    ``_sparse_at`` rely on it; row subsets keep it)."""
+    if matrix.has_canonical_format:
+        return matrix
+    matrix = matrix.tocsr(copy=True)
+    matrix.sum_duplicates()
+    return matrix
+
+
 def _part_rows(part: SignalPart, index: np.ndarray) -> SignalPart:
     if isinstance(part, LinearScores):
         return part.rows(index)
     return part if isinstance(part, np.ndarray) else part[index]
-
-
-def _sparse_row_at(matrix: sparse.csr_matrix, b: int, columns: np.ndarray) -> np.ndarray:
-    start, end = matrix.indptr[b], matrix.indptr[b + 1]
-    indices, data = matrix.indices[start:end], matrix.data[start:end]
-    out = np.zeros(len(columns), dtype=np.float64)
-    if len(indices):
-        order = np.argsort(indices)
-        position = np.minimum(np.searchsorted(indices, columns, sorter=order), len(indices) - 1)
-        found = indices[order[position]] == columns
-        out[found] = data[order[position[found]]]
-    return out
 
 
 Signals = StandardizedSignals | FactoredSignals

@@ -464,84 +464,88 @@ class Recommender:
             for b, profile in enumerate(profiles):
                 fused[b, [self.items.row_of[i] for i in profile.items]] = -np.inf
         shortlist = min(k * self.config.shortlist_factor if coarse else k, fused.shape[1])
-        top = torch.topk(torch.from_numpy(fused), shortlist, dim=1).indices.numpy()
+        top = torch.topk(torch.from_numpy(fused), shortlist, dim=1).indices.numpy()  # [B C]
+        top_scores = np.take_along_axis(fused, top, axis=1)
+        weights = self.gate.weights[signals.buckets].T  # [S B]
+        contributions = weights[:, :, None] * signals.z_rows(top)  # [S B C]
+        # The blend is the sum of the contributions: exact where the shortlist was coarse.
+        exact = contributions.sum(axis=0) if coarse else top_scores
+        exact = np.where(np.isfinite(top_scores), exact, -np.inf)  # excluded stay excluded
+        keep = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        served, scores = np.take_along_axis(top, keep, 1), np.take_along_axis(exact, keep, 1)
+        contributions = np.take_along_axis(contributions, keep[None], 2)  # [S B k]
+        leading = contributions.argmax(axis=0)
+        positive = contributions.max(axis=0) > 0
         results = []
         for b, profile in enumerate(profiles):
-            candidates = top[b][np.isfinite(fused[b, top[b]])]
-            weights = self.gate.weights[signals.buckets[b]]
-            contributions = weights[:, None] * signals.z(b, candidates)  # [S C]
-            # The blend is the sum of the contributions: exact where the shortlist was coarse.
-            exact = contributions.sum(axis=0) if coarse else fused[b, candidates]
-            keep = np.argsort(-exact, kind="stable")[:k]
-            order, contributions, scores = candidates[keep], contributions[:, keep], exact[keep]
-            leading = contributions.argmax(axis=0)
-            positive = contributions.max(axis=0) > 0
-            memo = _ReasonMemo(order)  # work shared by the user's reasons
+            n = int(np.isfinite(scores[b]).sum())
+            led_by = [
+                self.gate.signals[s] if pos else None
+                for s, pos in zip(leading[b, :n], positive[b, :n], strict=True)
+            ]
+            rows, reasons = served[b, :n], self._reasons(profile, served[b, :n], led_by)
             results.append(
                 [
-                    ScoredItem(
-                        self.items.ids[row],
-                        round(float(scores[col]), 6),
-                        self._reason(
-                            profile,
-                            int(row),
-                            self.gate.signals[leading[col]] if positive[col] else None,
-                            memo,
-                        ),
-                    )
-                    for col, row in enumerate(order)
+                    ScoredItem(self.items.ids[row], round(float(score), 6), reason)
+                    for row, score, reason in zip(rows, scores[b, :n], reasons, strict=True)
                 ]
             )
         return results
 
-    def _reason(self, profile: UserProfile, row: int, signal: str | None, memo: _ReasonMemo) -> str:
-        """Explain an item by ``signal``, the one that contributed most to its score."""
-        if not profile.items or signal is None or signal == "popularity":
-            return "popular now"
-        if signal == "transitions":
-            if memo.follows is None:  # counts from each recent item to every served item
-                window = self.config.transitions_window
-                positions = list(range(len(profile.items) - 1, -1, -1))[:window]
-                sources = [self.items.row_of[profile.items[p]] for p in positions]
-                column_of = {int(r): c for c, r in enumerate(memo.served)}
-                counts = self.transitions.counts(sources, memo.served)
-                memo.follows = (positions, column_of, counts)
-            positions, column_of, counts = memo.follows
-            column = counts[:, column_of[row]]
-            if column.max() > 0:  # the most recent of the items it most often followed
-                return self._action_reason("often chosen with", profile, positions[column.argmax()])
-        if signal == "sequence":
-            return self._action_reason("next in your sequence after", profile, -1)
-        if signal == "short_term":
-            if memo.recent is None:
-                rows, weights = self._recent(profile, self.config.interest_window)
-                memo.recent = (len(rows), weights[:, None] * self.items.features[rows])
-            n_recent, weighted = memo.recent
-            similarity = weighted @ self.items.features[row]
-            position = len(profile.items) - n_recent + int(np.argmax(similarity))
-            return self._action_reason("similar to", profile, position)
-        if memo.themes is None:
-            memo.themes = Counter(
-                c for i in profile.items for c in self.items.categories[self.items.row_of[i]]
-            ).most_common(2)
-        if memo.themes:
-            return "matches your long-term taste for " + " & ".join(t for t, _ in memo.themes)
+    def _reasons(
+        self, profile: UserProfile, rows: np.ndarray, led_by: Sequence[str | None]
+    ) -> list[str]:
+        """Explain each served row by the signal that contributed most to its score: the
+        recent action it follows or resembles, the long-term theme, or "popular now"."""
+        reasons = ["popular now"] * len(rows)
+        if not profile.items:
+            return reasons
+        n_events = len(profile.items)
+        by_signal: dict[str | None, list[int]] = {}
+        for col, signal in enumerate(led_by):
+            by_signal.setdefault(signal, []).append(col)
+        named: dict[int, tuple[str, int]] = {}  # served column -> (prefix, past action)
+        if cols := by_signal.get("transitions"):
+            # The most recent of the items it most often followed (none: the theme below).
+            positions = list(range(n_events - 1, -1, -1))[: self.config.transitions_window]
+            sources = [self.items.row_of[profile.items[p]] for p in positions]
+            counts = self.transitions.counts(sources, rows[cols])  # [W C]
+            best, found = counts.argmax(axis=0), counts.max(axis=0) > 0
+            for n, col in enumerate(cols):
+                if found[n]:
+                    named[col] = ("often chosen with", positions[best[n]])
+        for col in by_signal.get("sequence", ()):
+            named[col] = ("next in your sequence after", n_events - 1)
+        if cols := by_signal.get("short_term"):
+            recent, weights = self._recent(profile, self.config.interest_window)
+            features = self.items.features
+            similarity = (weights[:, None] * features[recent]) @ features[rows[cols]].T  # [R C]
+            for col, best in zip(cols, similarity.argmax(axis=0), strict=True):
+                named[col] = ("similar to", n_events - len(recent) + int(best))
+        texts: dict[tuple[str, int], str] = {}  # items often share a reason: format it once
+        theme = None
+        for col, signal in enumerate(led_by):
+            if col in named:
+                if named[col] not in texts:
+                    texts[named[col]] = self._action_reason(*named[col], profile)
+                reasons[col] = texts[named[col]]
+            elif signal not in (None, "popularity"):
+                theme = theme or self._long_term_theme(profile)
+                reasons[col] = theme
+        return reasons
+
+    def _long_term_theme(self, profile: UserProfile) -> str:
+        themes = Counter(
+            c for i in profile.items for c in self.items.categories[self.items.row_of[i]]
+        ).most_common(2)
+        if themes:
+            return "matches your long-term taste for " + " & ".join(t for t, _ in themes)
         return "matches your long-term taste"
 
-    def _action_reason(self, prefix: str, profile: UserProfile, position: int) -> str:
+    def _action_reason(self, prefix: str, position: int, profile: UserProfile) -> str:
         verb = PAST_TENSE[profile.kind_name(position)]
         label = self.items.label(self.items.row_of[profile.items[position]])
         return f"{prefix} {label} you {verb}"
-
-
-@dataclass
-class _ReasonMemo:
-    """Work shared by the reasons of one user's served items, computed on first need."""
-
-    served: np.ndarray  # the served rows, in order
-    follows: tuple[list[int], dict[int, int], np.ndarray] | None = None  # transitions counts
-    recent: tuple[int, np.ndarray] | None = None  # weighted recent content vectors
-    themes: list[tuple[str, int]] | None = None  # the history's two leading categories
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
