@@ -328,41 +328,6 @@ def _batches_by_length(items: np.ndarray, batch_size: int, rng: np.random.Genera
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-# A forward call's fixed cost in padded positions (0.4 ms; a position costs 2-3 us on
-# CPU in bfloat16).
-CALL_POSITIONS = 150
-
-
-def length_chunks(lengths: np.ndarray, max_batch: int, call_positions: int) -> list[slice]:
-    """Split ascending ``lengths`` into runs of at most ``max_batch``, each padded to its
-    longest, at the least cost: ``call_positions`` per run plus its padded positions.
-
-    A batch of mostly new users beside a few long histories then does not pay for the
-    longest length on every sequence. Runs end where the length changes (or every
-    ``max_batch``); the cheapest split is a shortest path over those ends.
-
-    >>> length_chunks(np.array([1, 1, 1, 2, 50]), max_batch=256, call_positions=100)
-    [slice(0, 4, None), slice(4, 5, None)]
-    """
-    n = len(lengths)
-    ends = np.union1d(np.flatnonzero(np.diff(lengths)) + 1, np.arange(max_batch, n, max_batch))
-    bounds = np.concatenate(([0], ends, [n])).astype(np.int64) if n else np.zeros(1, np.int64)
-    cost = np.zeros(len(bounds))  # cheapest cost of the first bounds[j] sequences
-    previous = np.zeros(len(bounds), dtype=np.int64)
-    for j in range(1, len(bounds)):
-        starts = np.arange(j)
-        sizes = bounds[j] - bounds[starts]
-        options = cost[starts] + call_positions + sizes * lengths[bounds[j] - 1]
-        options[sizes > max_batch] = np.inf
-        previous[j] = int(np.argmin(options))
-        cost[j] = options[previous[j]]
-    chunks, j = [], len(bounds) - 1
-    while j > 0:
-        chunks.append(slice(int(bounds[previous[j]]), int(bounds[j])))
-        j = previous[j]
-    return chunks[::-1]
-
-
 def _tensors(arrays: Iterable[np.ndarray], device: str) -> list[torch.Tensor]:
     return [torch.as_tensor(a, device=device) for a in arrays]
 
@@ -798,10 +763,9 @@ class SequenceScorer:
         lengths = np.array([len(seq) for seq in encoded], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
         order = order[lengths[order] > 0]
-        chunks = length_chunks(lengths[order], self.batch_size, CALL_POSITIONS)
         with autocast(self.precision, self.device):
-            for span in chunks:
-                chunk = order[span]
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
                 cases = [RankingCase(encoded[b], len(encoded[b])) for b in chunk]
                 inputs = _tensors(_trim_padding(_contexts(cases, self.model.config)), self.device)
                 out[chunk] = self.model(*inputs, last_only=True)[:, -1].float().cpu().numpy()

@@ -10,7 +10,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from models import sequence_training
 from models.events import EVENT_TYPES
 from models.sequence_model import SequenceModel, SequenceModelConfig, gap_buckets
 from models.sequence_training import (
@@ -19,7 +18,6 @@ from models.sequence_training import (
     TrainConfig,
     evaluate_leave_one_out,
     leave_one_out_split,
-    length_chunks,
     load_checkpoint,
     temporal_split,
     train_sequence_model,
@@ -233,25 +231,6 @@ def test_batched_scoring_equals_one_by_one(trained):
     assert not batched[4].any()
     columns = {item: col for col, item in enumerate(scorer.item_ids)}
     assert columns["i6"] == int(np.argmax(batched[0]))  # learned: i5 -> i6
-
-
-def test_length_chunks_cover_in_order_and_split_where_padding_costs_more():
-    lengths = np.array([1, 1, 1, 2, 3, 40, 50, 50])
-    chunks = length_chunks(lengths, max_batch=3, call_positions=100)
-    assert [n for c in chunks for n in range(c.start, c.stop)] == list(range(8))
-    assert all(c.stop - c.start <= 3 for c in chunks)
-    assert length_chunks(lengths, max_batch=256, call_positions=10**9) == [slice(0, 8)]
-    # Padding five short sequences to 40 costs more than a call: they go on their own.
-    assert length_chunks(lengths, max_batch=256, call_positions=100) == [slice(0, 5), slice(5, 8)]
-    assert length_chunks(np.array([], dtype=np.int64), 4, 100) == []
-
-
-def test_serving_chunks_by_length_score_as_one_padded_batch(trained, monkeypatch):
-    _, scorer = trained
-    seqs = [[(f"i{(k + n) % N_ITEMS}", "view", 60.0 * k) for k in range(n)] for n in (1, 2, 9, 20)]
-    together = scorer.hidden_states(seqs)
-    monkeypatch.setattr(sequence_training, "CALL_POSITIONS", 0)  # every length its own call
-    np.testing.assert_allclose(scorer.hidden_states(seqs), together, atol=1e-5)
 
 
 def test_bfloat16_serving_scores_like_float32(trained):
