@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from models.events import DEFAULT_EVENT_WEIGHTS, PAST_TENSE, event_weight
 from models.fusion import (
@@ -267,14 +268,7 @@ class Recommender:
         n_items, features = len(self.items), self.items.features
         out: dict[str, SignalPart] = {}
         if "short_term" in enabled or "long_term" in enabled:
-            short = np.zeros((len(profiles), self.items.dim), dtype=np.float32)
-            pooled = np.zeros_like(short)
-            for b, profile in enumerate(profiles):
-                rows, weights = self._recent(profile, self.config.history_len)
-                if rows.size:
-                    recent = slice(max(0, rows.size - self.config.interest_window), None)
-                    short[b] = weights[recent] @ features[rows[recent]]
-                    pooled[b] = np.clip(np.asarray(profile.weights), 0, None) @ features[rows]
+            short, pooled = self._content_queries(profiles)
             mean, covariance = self.items.feature_moments()
             if "short_term" in enabled:
                 out["short_term"] = LinearScores(_unit(short), features, mean, covariance)
@@ -292,6 +286,32 @@ class Recommender:
         if "popularity" in enabled:
             out["popularity"] = self.popularity.scores(n_items)
         return out
+
+    def _content_queries(self, profiles: Sequence[UserProfile]) -> tuple[np.ndarray, np.ndarray]:
+        """``[B, dim]`` content vectors of each user's recent events (decayed, action-weighted:
+        short-term interest) and of the whole kept history (pooled, positive weights only),
+        as two sparse user-by-item weight matrices times the item features."""
+        kept = self.config.history_len
+        histories = [(p.items[-kept:], p.times[-kept:], p.weights[-kept:]) for p in profiles]
+        counts = np.array([len(items) for items, _, _ in histories], dtype=np.int64)
+        row_of = self.items.row_of
+        rows = np.array([row_of[i] for items, _, _ in histories for i in items], dtype=np.int64)
+        times = np.array([t for _, ts, _ in histories for t in ts], dtype=np.float64)
+        weights = np.array([w for _, _, ws in histories for w in ws], dtype=np.float64)
+        users = np.repeat(np.arange(len(profiles)), counts)
+        last = np.array([p.last_event_time for p in profiles], dtype=np.float64)
+        age = np.maximum(last[users] - times, 0.0)
+        decayed = weights * 0.5 ** (age / self.config.interest_half_life_s)
+        from_end = np.cumsum(counts)[users] - 1 - np.arange(len(users))  # 0: the latest
+        recent = from_end < self.config.interest_window
+        shape, features = (len(profiles), len(self.items)), self.items.features
+        short_weights = sparse.csr_matrix(
+            (decayed[recent].astype(np.float32), (users[recent], rows[recent])), shape=shape
+        )
+        pooled_weights = sparse.csr_matrix(
+            (np.clip(weights, 0, None).astype(np.float32), (users, rows)), shape=shape
+        )
+        return short_weights @ features, pooled_weights @ features
 
     def _history_text_queries(self, profiles: Sequence[UserProfile]) -> np.ndarray:
         """``[B, dim]``: each user's history-text vector in the text columns, zeros elsewhere."""
