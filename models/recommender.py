@@ -503,7 +503,8 @@ class Recommender:
                 self.gate.signals[s] if pos else None
                 for s, pos in zip(leading[b, :n], positive[b, :n], strict=True)
             ]
-            rows, reasons = served[b, :n], self._reasons(profile, served[b, :n], led_by)
+            rows = served[b, :n]
+            reasons = self._reasons(profile, rows, led_by)
             results.append(
                 [
                     ScoredItem(self.items.ids[row], round(float(score), 6), reason)
