@@ -94,26 +94,31 @@ class ItemTransitions:
         self, recent_rows: Sequence[Sequence[int]], n_items: int
     ) -> sparse.csr_matrix:
         """:meth:`score` as a CSR matrix: a user's few followed items, not every item."""
-        users, cols, vals = [], [], []
+        users, weights, cols, vals = [], [], [], []  # one entry per (user, recent item) row
         for b, rows in enumerate(recent_rows):
             weight = 1.0
             for prev in reversed(rows[-self.window :]):
                 arrays = self._row(prev)
                 if arrays is not None:
-                    keep = arrays[0] < n_items
-                    cols.append(arrays[0][keep])
-                    vals.append(weight * arrays[1][keep])
-                    users.append(np.full(len(cols[-1]), b))
+                    users.append(b)
+                    weights.append(weight)
+                    cols.append(arrays[0])
+                    vals.append(arrays[1])
                 weight *= self.score_decay
         shape = (len(recent_rows), n_items)
         if not cols:
             return sparse.csr_matrix(shape, dtype=np.float32)
+        lengths = [len(c) for c in cols]
         columns = np.concatenate(cols)
+        values = np.concatenate(vals) * np.repeat(np.array(weights, dtype=np.float32), lengths)
+        owners = np.repeat(np.array(users, dtype=np.int64), lengths)
+        keep = columns < n_items  # a caller may score fewer items than have been seen
+        columns, values, owners = columns[keep], values[keep], owners[keep]
         m = min(n_items, self._received.shape[0])
         damping = np.ones(n_items)
         damping[:m] = np.maximum(self._received[:m], 1.0) ** -self.pop_exponent
-        values = np.concatenate(vals) * damping[columns].astype(np.float32)
-        matrix = sparse.csr_matrix((values, (np.concatenate(users), columns)), shape=shape)
+        values = values * damping[columns].astype(np.float32)
+        matrix = sparse.csr_matrix((values, (owners, columns)), shape=shape)
         matrix.sum_duplicates()  # canonical: one entry per (user, item), sorted
         return matrix
 
