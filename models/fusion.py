@@ -152,7 +152,7 @@ class FactoredSignals:
         self.mean = np.array(means).reshape(len(self.parts), self.n_users)  # [S B]
         std = np.array(stds).reshape(len(self.parts), self.n_users)
         self.scale = np.where(std > 1e-9, 1.0 / np.maximum(std, 1e-9), 0.0)  # [S B]
-        self._sparse_keys: dict[int, np.ndarray] = {}
+        self._entries: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _moments(self, part: SignalPart) -> tuple[np.ndarray, np.ndarray]:
         n, users = self.n_items, self.n_users
@@ -210,15 +210,21 @@ class FactoredSignals:
         """Entries ``[users[b], columns[b]]`` of sparse part ``s``: a canonical CSR matrix
         lists them in (row, column) order, so one search over row * N + column finds all."""
         part = self.parts[s]
-        if self._sparse_keys.get(s) is None:
-            rows = np.repeat(np.arange(part.shape[0], dtype=np.int64), np.diff(part.indptr))
-            self._sparse_keys[s] = rows * self.n_items + part.indices
-        keys = self._sparse_keys[s]
+        _, keys = self._sparse_entries(s)
         if not len(keys):
             return np.zeros(columns.shape)
         wanted = users[:, None].astype(np.int64) * self.n_items + columns
         found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
         return np.where(keys[found] == wanted, part.data[found], 0.0)
+
+    def _sparse_entries(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each stored entry of sparse part ``s``: its user, and its flat position
+        user * N + item in a ``[B, N]`` matrix (ascending: the part is canonical)."""
+        if s not in self._entries:
+            part = self.parts[s]
+            users = np.repeat(np.arange(part.shape[0], dtype=np.int64), np.diff(part.indptr))
+            self._entries[s] = (users, users * self.n_items + part.indices)
+        return self._entries[s]
 
     def rows(self, index: np.ndarray) -> FactoredSignals:
         subset = object.__new__(FactoredSignals)
@@ -226,7 +232,7 @@ class FactoredSignals:
         subset.n_items, subset.buckets = self.n_items, self.buckets[index]
         subset.n_users = len(subset.buckets)
         subset.mean, subset.scale = self.mean[:, index], self.scale[:, index]
-        subset._sparse_keys = {}
+        subset._entries = {}
         return subset
 
     def blend(self, weights: np.ndarray, coarse: bool = False) -> np.ndarray:
@@ -248,10 +254,10 @@ class FactoredSignals:
                     weighted = weighted + queries_by_items[key][0]
                 queries_by_items[key] = (weighted, part)
             elif sparse.issparse(part):
-                users = np.repeat(np.arange(self.n_users), np.diff(part.indptr))
+                users, positions = self._sparse_entries(s)
                 flat = out.view(-1).numpy()
                 # One entry per (user, item) in a canonical CSR matrix: no repeats to add.
-                flat[users * self.n_items + part.indices] += coef[s][users] * part.data
+                flat[positions] += coef[s][users] * part.data
             else:
                 out.addr_(torch.from_numpy(coef[s].astype(np.float32)), torch.from_numpy(part))
         for queries, part in queries_by_items.values():

@@ -247,9 +247,12 @@ class Recommender:
         rows = [row_of[i] if i in row_of else ensure(i) for i in profile.items[start:]]
         rows = np.array(rows, dtype=np.int64)
         age = profile.last_event_time - np.asarray(profile.times[start:], dtype=np.float64)
-        decay = 0.5 ** (np.maximum(age, 0.0) / self.config.interest_half_life_s)
-        weights = (np.asarray(profile.weights[start:], dtype=np.float64) * decay).astype(np.float32)
-        return rows, weights
+        weights = np.asarray(profile.weights[start:], dtype=np.float64) * self._decay(age)
+        return rows, weights.astype(np.float32)
+
+    def _decay(self, age_s: np.ndarray) -> np.ndarray:
+        """Short-term interest's weight for events ``age_s`` seconds before the user's last."""
+        return 0.5 ** (np.maximum(age_s, 0.0) / self.config.interest_half_life_s)
 
     def signals(self, profiles: Sequence[UserProfile]) -> dict[str, np.ndarray]:
         """Raw ``[B, N]`` score matrix of every enabled signal over all items."""
@@ -300,8 +303,7 @@ class Recommender:
         weights = np.array([w for _, _, ws in histories for w in ws], dtype=np.float64)
         users = np.repeat(np.arange(len(profiles)), counts)
         last = np.array([p.last_event_time for p in profiles], dtype=np.float64)
-        age = np.maximum(last[users] - times, 0.0)
-        decayed = weights * 0.5 ** (age / self.config.interest_half_life_s)
+        decayed = weights * self._decay(last[users] - times)
         from_end = np.cumsum(counts)[users] - 1 - np.arange(len(users))  # 0: the latest
         recent = from_end < self.config.interest_window
         shape, features = (len(profiles), len(self.items)), self.items.features
