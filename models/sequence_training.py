@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from models.events import EVENT_CODE
@@ -60,6 +61,10 @@ class TrainConfig:
     the last ``max_len``, so targets trained on short contexts teach the wrong case: ML-100K
     validation prefix, 0 -> 25 of 50: Transformer alone NDCG@10 0.1066 -> 0.1085, streamrec
     0.1129 -> 0.1148.
+    ema_decay: validate and keep an exponential moving average of the weights (decay per
+    step; None or 0: the trained weights themselves). It smooths the noisy epoch-to-epoch
+    validation curve of small batches; ML-100K validation prefix, 0.999 (about the last
+    1,000 steps): Transformer alone NDCG@10 0.1085 -> 0.1110, streamrec 0.1149 -> 0.1158.
     """
 
     epochs: int = 200
@@ -73,6 +78,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     device: str = "cpu"
     progress: bool = True
+    ema_decay: float | None = 0.999
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -433,6 +439,10 @@ def fit_sequence_model(
     rng = np.random.default_rng(tc.seed)
     model = SequenceModel(model_config).to(tc.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    # The weights validated and kept: the trained ones, or their moving average.
+    kept = model
+    if tc.ema_decay:
+        kept = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay))
     best_ndcg, best_epoch, best_valid, best_state = -1.0, 0, {}, None
     history: list[dict[str, float]] = []
     started = time.perf_counter()
@@ -450,16 +460,18 @@ def fit_sequence_model(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if kept is not model:
+                kept.update_parameters(model)
             total, batches = total + loss.item(), batches + 1
         record = {"epoch": epoch, "loss": total / max(batches, 1)}
         if valid:
-            metrics = evaluate_ranking(model, valid, tc.device, tc.eval_batch_size)
+            metrics = evaluate_ranking(_module(kept), valid, tc.device, tc.eval_batch_size)
             # Chosen on the ranking the model is trained for: with or without the history.
             ndcg = metrics["ndcg@10_exclude_history" if model_config.exclude_history else "ndcg@10"]
             record["valid_ndcg@10"] = ndcg
             if ndcg > best_ndcg:
                 best_ndcg, best_epoch, best_valid = ndcg, epoch, metrics
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in _module(kept).state_dict().items()}
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", valid=f"{best_ndcg:.4f}", best=best_epoch)
         if valid and epoch - best_epoch >= tc.patience:
@@ -467,9 +479,14 @@ def fit_sequence_model(
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
+        model.load_state_dict(_module(kept).state_dict())
         best_epoch = epoch
     model.eval()
     return TrainResult(model, best_epoch, best_valid, epoch, time.perf_counter() - started, history)
+
+
+def _module(model: torch.nn.Module) -> SequenceModel:
+    return model.module if isinstance(model, AveragedModel) else model
 
 
 def train_and_evaluate(
@@ -865,6 +882,7 @@ def run_train(
     layers: int = 2,
     heads: int = 2,
     dropout: float = 0.5,
+    ema_decay: float | None = TrainConfig.ema_decay,
     patience: int = 10,
     device: str = "auto",
     progress: bool = True,
@@ -905,6 +923,7 @@ def run_train(
         seed=seed,
         device=resolve_device(device),
         progress=progress,
+        ema_decay=ema_decay,
     )
     metrics, result = train_and_evaluate(split, model_options, train_config)
     report: dict[str, Any] = {

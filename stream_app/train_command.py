@@ -41,6 +41,14 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--heads", type=int, default=2, show_default=True)
 @click.option("--dropout", type=float, default=0.5, show_default=True)
 @click.option(
+    "--ema-decay",
+    type=float,
+    default=0.999,
+    show_default=True,
+    help="Validate and keep a moving average of the weights, decayed by this per step (0: "
+    "the trained weights themselves)",
+)
+@click.option(
     "--exclude-history/--include-history",
     default=True,
     show_default=True,
@@ -72,6 +80,7 @@ def train(
     layers: int,
     heads: int,
     dropout: float,
+    ema_decay: float,
     exclude_history: bool,
     refit_all: bool,
     device: str,
@@ -105,6 +114,7 @@ def train(
             layers=layers,
             heads=heads,
             dropout=dropout,
+            ema_decay=ema_decay,
             exclude_history=exclude_history,
             refit_all=refit_all,
             patience=patience,

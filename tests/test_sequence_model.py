@@ -348,3 +348,30 @@ def test_encoding_profile_columns_matches_encoding_event_tuples():
         assert np.array_equal(getattr(tuples, name), getattr(columns, name), equal_nan=True)
     states = scorer.hidden_states([columns, events])
     assert np.allclose(states[0], states[1])
+
+
+def test_kept_weights_are_a_moving_average_of_the_trained_ones():
+    from dataclasses import replace
+
+    from models.sequence_training import fit_sequence_model
+
+    data = successor_data(n_users=30, length=10)
+    split = temporal_split(data, test_fraction=0.0, valid_fraction=0.0)
+    config = SequenceModelConfig(n_items=len(split.item_ids), **SMALL)
+    raw = TrainConfig(epochs=2, progress=False, ema_decay=None)
+
+    def weights(tc: TrainConfig) -> dict[str, torch.Tensor]:
+        return fit_sequence_model(split.train, [], config, tc).model.state_dict()
+
+    trained = weights(raw)
+    # A decay of ~0 averages nothing in: the last step's weights, the trained ones.
+    for name, tensor in weights(replace(raw, ema_decay=1e-12)).items():
+        torch.testing.assert_close(tensor, trained[name])
+    # A slow average lags behind training, towards the initial weights.
+    averaged = weights(replace(raw, ema_decay=0.99))
+    torch.manual_seed(raw.seed)
+    initial = SequenceModel(config).state_dict()
+    for name, tensor in averaged.items():
+        if not torch.equal(trained[name], initial[name]):
+            lag = (tensor - trained[name]).norm()
+            assert 0 < lag < (initial[name] - trained[name]).norm()
