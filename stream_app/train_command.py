@@ -33,7 +33,7 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--epochs", type=int, default=200, show_default=True, help="Most epochs")
 @click.option("--patience", type=int, default=10, show_default=True, help="Early stopping")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per step")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--seed", type=int, default=2020, show_default=True)
 @click.option("--max-len", type=int, default=50, show_default=True)
 @click.option("--hidden", type=int, default=64, show_default=True)
