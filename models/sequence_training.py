@@ -433,7 +433,8 @@ def fit_sequence_model(
     model_config: SequenceModelConfig,
     train_config: TrainConfig = TrainConfig(),
 ) -> TrainResult:
-    """Train from scratch; keep the weights of the epoch with the best validation NDCG@10.
+    """Train from scratch; keep the weights of the epoch with the best validation NDCG@10
+    (their moving average, with ``ema_decay``: it is what is validated).
 
     Stops after ``patience`` epochs without improvement. Without validation cases it
     runs every epoch and keeps the last weights.
