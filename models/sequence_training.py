@@ -444,10 +444,11 @@ def fit_sequence_model(
     rng = np.random.default_rng(tc.seed)
     model = SequenceModel(model_config).to(tc.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    # The weights validated and kept: the trained ones, or their moving average.
-    kept = model
+    averaged = None
     if tc.ema_decay:
-        kept = AveragedModel(model, multi_avg_fn=_moving_average(tc.ema_decay))
+        averaged = AveragedModel(model, multi_avg_fn=_moving_average(tc.ema_decay))
+    # The weights validated and kept: the trained ones, or their moving average.
+    kept = model if averaged is None else averaged.module
     best_ndcg, best_epoch, best_valid, best_state = -1.0, 0, {}, None
     history: list[dict[str, float]] = []
     started = time.perf_counter()
@@ -465,18 +466,18 @@ def fit_sequence_model(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if kept is not model:
-                kept.update_parameters(model)
+            if averaged is not None:
+                averaged.update_parameters(model)
             total, batches = total + loss.item(), batches + 1
         record = {"epoch": epoch, "loss": total / max(batches, 1)}
         if valid:
-            metrics = evaluate_ranking(_module(kept), valid, tc.device, tc.eval_batch_size)
+            metrics = evaluate_ranking(kept, valid, tc.device, tc.eval_batch_size)
             # Chosen on the ranking the model is trained for: with or without the history.
             ndcg = metrics["ndcg@10_exclude_history" if model_config.exclude_history else "ndcg@10"]
             record["valid_ndcg@10"] = ndcg
             if ndcg > best_ndcg:
                 best_ndcg, best_epoch, best_valid = ndcg, epoch, metrics
-                best_state = {k: v.detach().clone() for k, v in _module(kept).state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", valid=f"{best_ndcg:.4f}", best=best_epoch)
         if valid and epoch - best_epoch >= tc.patience:
@@ -484,7 +485,7 @@ def fit_sequence_model(
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
-        model.load_state_dict(_module(kept).state_dict())
+        model.load_state_dict(kept.state_dict())
         best_epoch = epoch
     model.eval()
     return TrainResult(model, best_epoch, best_valid, epoch, time.perf_counter() - started, history)
@@ -503,10 +504,6 @@ def _moving_average(decay: float):
             old.lerp_(new, 1.0 - keep)
 
     return update
-
-
-def _module(model: torch.nn.Module) -> SequenceModel:
-    return model.module if isinstance(model, AveragedModel) else model
 
 
 def train_and_evaluate(

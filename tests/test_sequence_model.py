@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from models.sequence_training import (
     SequenceScorer,
     TrainConfig,
     evaluate_leave_one_out,
+    fit_sequence_model,
     leave_one_out_split,
     load_checkpoint,
     temporal_split,
@@ -314,9 +316,7 @@ def test_train_sequence_model_returns_a_scorer():
 
 
 def test_refit_retrains_on_everything_for_the_chosen_epochs():
-    from dataclasses import replace
-
-    from models.sequence_training import fit_sequence_model, weights_digest
+    from models.sequence_training import weights_digest
 
     data = successor_data(n_users=30, length=10)
     kwargs = {"epochs": 4, "model_options": SMALL, "progress": False}
@@ -351,10 +351,6 @@ def test_encoding_profile_columns_matches_encoding_event_tuples():
 
 
 def test_kept_weights_are_a_moving_average_of_the_trained_ones():
-    from dataclasses import replace
-
-    from models.sequence_training import fit_sequence_model
-
     data = successor_data(n_users=30, length=10)
     split = temporal_split(data, test_fraction=0.0, valid_fraction=0.0)
     config = SequenceModelConfig(n_items=len(split.item_ids), **SMALL)
