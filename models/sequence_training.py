@@ -69,6 +69,10 @@ class TrainConfig:
     prefix, seeds 2020 / 2021, at lr 1e-3, 0.999 (about the last 1,000 steps): Transformer
     alone NDCG@10 0.1085 / 0.1070 -> 0.1110 / 0.1111, streamrec 0.1149 / 0.1133 -> 0.1158 /
     0.1156 (0.998: 0.1154, 0.9995: 0.1152, seed 2020).
+    shuffle_ties: each epoch, put the actions a user did in the same second in a new random
+    order (:func:`shuffled_ties`). ML-100K validation prefix, seeds 2020 / 2021 (half its
+    consecutive actions share a second): Transformer alone NDCG@10 0.1154 / 0.1164 ->
+    0.1185 / 0.1186, streamrec 0.1188 / 0.1187 -> 0.1211 / 0.1209.
     """
 
     epochs: int = 200
@@ -83,6 +87,7 @@ class TrainConfig:
     device: str = "cpu"
     progress: bool = True
     ema_decay: float | None = 0.999
+    shuffle_ties: bool = True
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -165,6 +170,20 @@ def item_vocabulary(interactions: Iterable[Interaction]) -> list[str]:
     for it in sorted(interactions, key=lambda it: it.timestamp):
         seen.setdefault(it.item_id, None)
     return list(seen)
+
+
+def shuffled_ties(sequence: EncodedSequence, rng: np.random.Generator) -> EncodedSequence:
+    """``sequence`` with the actions of each run of equal timestamps in random order.
+
+    Events stamped the same second (a page of ratings sent at once) have no order of
+    their own; the input's order among them is arbitrary, so training sees a new one
+    each epoch. Gaps are unchanged: within a run they are all zero.
+    """
+    run = np.cumsum(sequence.gaps != 0)  # NaN (first action) starts a run too
+    if len(run) == 0 or run[-1] == len(run):
+        return sequence
+    order = np.lexsort((rng.random(len(run)), run))
+    return EncodedSequence(sequence.items[order], sequence.types[order], sequence.gaps)
 
 
 def _encode_user(events: Sequence[Interaction], row_of: Mapping[str, int]) -> EncodedSequence:
@@ -457,7 +476,8 @@ def fit_sequence_model(
     min_context = half_window(model_config) if tc.min_context is None else tc.min_context
     for epoch in bar:
         shift_rng = rng if tc.shift_windows else None
-        windows = training_windows(train, model_config, shift_rng, min_context)
+        epoch_train = [shuffled_ties(s, rng) for s in train] if tc.shuffle_ties else train
+        windows = training_windows(epoch_train, model_config, shift_rng, min_context)
         model.train()
         total, batches = 0.0, 0
         for rows in _batches_by_length(windows[0], tc.batch_size, rng):
@@ -832,10 +852,17 @@ class SequenceScorer:
             data = [[(e.item_id, e.event_type, e.timestamp) for e in evs] for evs in users.values()]
         return [self.encode(seq) for seq in data]  # type: ignore[arg-type]
 
-    def _windows(self, data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]]):
+    def _windows(
+        self,
+        data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]],
+        shuffle_ties: bool = False,
+    ):
         """Training windows of ``data``, cut as :func:`fit_sequence_model` cuts them."""
         config = self.model.config
-        return training_windows(self._sequences(data), config, min_context=half_window(config))
+        sequences = self._sequences(data)
+        if shuffle_ties:
+            sequences = [shuffled_ties(s, self._rng) for s in sequences]
+        return training_windows(sequences, config, min_context=half_window(config))
 
     @torch.no_grad()
     def loss(self, data: Sequence[Interaction] | Sequence[Sequence[SequenceEvent]]) -> float:
@@ -855,9 +882,10 @@ class SequenceScorer:
         """Continue training for ``steps`` Adam steps on recent data; returns each step's loss.
 
         ``data`` is interactions (grouped per user in time order) or ready sequences.
-        Each step draws up to ``batch_size`` training windows at random.
+        Each step draws up to ``batch_size`` training windows at random; actions stamped
+        the same second are put in random order, as in :func:`fit_sequence_model`.
         """
-        windows = self._windows(data)
+        windows = self._windows(data, shuffle_ties=True)
         if not len(windows[0]) or steps <= 0:
             return []
         if self._optimizer is None:
@@ -900,6 +928,7 @@ def run_train(
     heads: int = 2,
     dropout: float = 0.5,
     ema_decay: float | None = TrainConfig.ema_decay,
+    shuffle_ties: bool = TrainConfig.shuffle_ties,
     patience: int = 10,
     device: str = "auto",
     progress: bool = True,
@@ -941,6 +970,7 @@ def run_train(
         device=resolve_device(device),
         progress=progress,
         ema_decay=ema_decay,
+        shuffle_ties=shuffle_ties,
     )
     metrics, result = train_and_evaluate(split, model_options, train_config)
     report: dict[str, Any] = {

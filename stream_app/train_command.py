@@ -49,6 +49,13 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "the trained weights themselves)",
 )
 @click.option(
+    "--shuffle-ties/--keep-tie-order",
+    default=True,
+    show_default=True,
+    help="Each epoch, put a user's actions stamped the same second in a new random order "
+    "(their order in the input is arbitrary)",
+)
+@click.option(
     "--exclude-history/--include-history",
     default=True,
     show_default=True,
@@ -81,6 +88,7 @@ def train(
     heads: int,
     dropout: float,
     ema_decay: float,
+    shuffle_ties: bool,
     exclude_history: bool,
     refit_all: bool,
     device: str,
@@ -115,6 +123,7 @@ def train(
             heads=heads,
             dropout=dropout,
             ema_decay=ema_decay,
+            shuffle_ties=shuffle_ties,
             exclude_history=exclude_history,
             refit_all=refit_all,
             patience=patience,

@@ -17,10 +17,12 @@ from models.sequence_training import (
     CheckpointError,
     SequenceScorer,
     TrainConfig,
+    encode_events,
     evaluate_leave_one_out,
     fit_sequence_model,
     leave_one_out_split,
     load_checkpoint,
+    shuffled_ties,
     temporal_split,
     train_sequence_model,
     training_windows,
@@ -118,6 +120,26 @@ def test_windows_cover_every_target_once():
         assert all((p + 1) % N_ITEMS == n for p, n in zip(prev, nxt, strict=True))
 
 
+def test_shuffled_ties_reorders_only_actions_stamped_the_same_second():
+    # Runs of equal timestamps: [0], [1, 2, 3], [4], [5, 6].
+    times = [0.0, 10.0, 10.0, 10.0, 25.0, 40.0, 40.0]
+    kinds = ["view", "click", "like", "purchase", "share", "view", "click"]
+    sequence = encode_events(range(1, 8), kinds, times)
+    orders = set()
+    for seed in range(30):
+        shuffled = shuffled_ties(sequence, np.random.default_rng(seed))
+        items = shuffled.items.tolist()
+        assert items[0] == 1 and items[4] == 5
+        assert sorted(items[1:4]) == [2, 3, 4] and sorted(items[5:]) == [6, 7]
+        # Each action keeps its own type; gaps are those of the timestamps.
+        assert (shuffled.types == sequence.types[shuffled.items - 1]).all()
+        np.testing.assert_array_equal(shuffled.gaps, sequence.gaps)
+        orders.add(tuple(items))
+    assert len(orders) > 6  # 3! * 2! = 12 orders are possible
+    distinct = encode_events([1, 2, 3], ["view"] * 3, [0.0, 1.0, 2.0])
+    assert shuffled_ties(distinct, np.random.default_rng(0)) is distinct
+
+
 def test_history_excluded_loss_leaves_out_earlier_items_only():
     """Each target's softmax runs over the items the user has not had before it (in its
     window or before it), the target itself included."""
@@ -174,6 +196,22 @@ def test_training_is_deterministic():
     for name, tensor in a.model.state_dict().items():
         assert torch.equal(tensor, b.model.state_dict()[name])
     assert first["ndcg@10"] == second["ndcg@10"]
+
+
+def test_tie_shuffling_changes_training_only_where_timestamps_tie():
+    def weights(data, shuffle_ties):
+        config = TrainConfig(epochs=2, batch_size=16, progress=False, shuffle_ties=shuffle_ties)
+        _, result = evaluate_leave_one_out(data, SMALL, config)
+        return result.model.state_dict()
+
+    def same(a, b):
+        return all(torch.equal(tensor, b[name]) for name, tensor in a.items())
+
+    distinct = successor_data(n_users=20)
+    assert same(weights(distinct, True), weights(distinct, False))
+    # Pairs of actions stamped the same second: their order is now drawn each epoch.
+    paired = [replace(it, timestamp=it.timestamp - it.timestamp % 120) for it in distinct]
+    assert not same(weights(paired, True), weights(paired, False))
 
 
 def test_checkpoint_round_trip(trained, tmp_path):
