@@ -70,7 +70,7 @@ class TrainConfig:
     prefix, seeds 2020 / 2021, at lr 1e-3, 0.999 (about the last 1,000 steps): Transformer
     alone NDCG@10 0.1085 / 0.1070 -> 0.1110 / 0.1111, streamrec 0.1149 / 0.1133 -> 0.1158 /
     0.1156 (0.998: 0.1154, 0.9995: 0.1152, seed 2020).
-    shuffle_ties: each epoch, put the actions a user did in the same second in a new random
+    shuffle_ties: each epoch, put each user's actions with equal timestamps in a new random
     order (:func:`shuffled_ties`). ML-100K validation prefix, seeds 2020 / 2021 (half its
     consecutive actions share a second): Transformer alone NDCG@10 0.1154 / 0.1164 ->
     0.1185 / 0.1186, streamrec 0.1188 / 0.1187 -> 0.1211 / 0.1209.
@@ -176,9 +176,9 @@ def item_vocabulary(interactions: Iterable[Interaction]) -> list[str]:
 def shuffled_ties(sequence: EncodedSequence, rng: np.random.Generator) -> EncodedSequence:
     """``sequence`` with the actions of each run of equal timestamps in random order.
 
-    Events stamped the same second (a page of ratings sent at once) have no order of
-    their own; the input's order among them is arbitrary, so training sees a new one
-    each epoch. Gaps are unchanged: within a run they are all zero.
+    Events with equal timestamps (a page of ratings sent at once) have no order of their
+    own; the input's order among them is arbitrary, so training sees a new one each
+    epoch. Gaps are unchanged: within a run they are all zero.
     """
     run = np.cumsum(sequence.gaps != 0)  # NaN (first action) starts a run too
     if len(run) == 0 or run[-1] == len(run):

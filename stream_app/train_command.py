@@ -52,7 +52,7 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--shuffle-ties/--keep-tie-order",
     default=True,
     show_default=True,
-    help="Each epoch, put a user's actions stamped the same second in a new random order "
+    help="Each epoch, put a user's actions with equal timestamps in a new random order "
     "(their order in the input is arbitrary)",
 )
 @click.option(
