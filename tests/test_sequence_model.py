@@ -120,7 +120,7 @@ def test_windows_cover_every_target_once():
         assert all((p + 1) % N_ITEMS == n for p, n in zip(prev, nxt, strict=True))
 
 
-def test_shuffled_ties_reorders_only_actions_stamped_the_same_second():
+def test_shuffled_ties_reorders_only_actions_with_equal_timestamps():
     # Runs of equal timestamps: [0], [1, 2, 3], [4], [5, 6].
     times = [0.0, 10.0, 10.0, 10.0, 25.0, 40.0, 40.0]
     kinds = ["view", "click", "like", "purchase", "share", "view", "click"]
