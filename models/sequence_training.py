@@ -883,8 +883,8 @@ class SequenceScorer:
         """Continue training for ``steps`` Adam steps on recent data; returns each step's loss.
 
         ``data`` is interactions (grouped per user in time order) or ready sequences.
-        Each step draws up to ``batch_size`` training windows at random; actions stamped
-        the same second are put in random order, as in :func:`fit_sequence_model`.
+        Each step draws up to ``batch_size`` training windows at random; actions with
+        equal timestamps are put in random order, as in :func:`fit_sequence_model`.
         """
         windows = self._windows(data, shuffle_ties=True)
         if not len(windows[0]) or steps <= 0:
