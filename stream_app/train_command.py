@@ -53,7 +53,7 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     default=True,
     show_default=True,
     help="Each epoch, put a user's actions with equal timestamps in a new random order "
-    "(their order in the input is arbitrary)",
+    "(their order in the input is arbitrary), and spread each target over its tied actions",
 )
 @click.option(
     "--exclude-history/--include-history",

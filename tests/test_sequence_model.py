@@ -24,6 +24,7 @@ from models.sequence_training import (
     load_checkpoint,
     shuffled_ties,
     temporal_split,
+    tie_runs,
     train_sequence_model,
     training_windows,
     window_loss,
@@ -138,6 +139,51 @@ def test_shuffled_ties_reorders_only_actions_with_equal_timestamps():
     assert len(orders) > 6  # 3! * 2! = 12 orders are possible
     distinct = encode_events([1, 2, 3], ["view"] * 3, [0.0, 1.0, 2.0])
     assert shuffled_ties(distinct, np.random.default_rng(0)) is distinct
+
+
+def test_tie_runs_list_each_action_with_the_rest_of_its_run():
+    # Runs of equal timestamps: [1], [2, 3, 4], [5], [6, 7].
+    sequence = encode_events(range(1, 8), ["view"] * 7, [0.0, 10.0, 10.0, 10.0, 25.0, 40.0, 40.0])
+    expected = [[1, 0], [2, 3], [3, 4], [4, 0], [5, 0], [6, 7], [7, 0]]
+    assert tie_runs(sequence, 2).tolist() == expected
+    assert tie_runs(sequence, 3)[1].tolist() == [2, 3, 4]
+
+
+def test_tied_targets_spread_each_loss_over_the_rest_of_its_tie_run():
+    """A target stamped the same second as later actions is any of them, equally likely:
+    its loss is the mean cross-entropy of those items, each with the others left in."""
+    torch.manual_seed(0)
+    config = SequenceModelConfig(n_items=N_ITEMS, exclude_history=True, **SMALL)
+    model = SequenceModel(config).eval()
+    data = successor_data(n_users=6, length=30)
+    paired = [replace(it, timestamp=it.timestamp - it.timestamp % 120) for it in data]
+    split = leave_one_out_split(paired)
+    tied = [torch.as_tensor(a) for a in training_windows(split.train, config, tied_targets=True)]
+    items, types, gaps, targets, before = tied
+    assert targets.dim() == 3 and (targets[..., 1] != 0).any()
+    with torch.no_grad():
+        logits = model.scores(model(items, types, gaps))  # [B L n_items]
+    expected = []
+    for b, t in zip(*torch.nonzero(targets[..., 0]).T.tolist(), strict=True):
+        wanted = {int(i) - 1 for i in targets[b, t] if i != 0}
+        had = {int(i) - 1 for i in [*before[b], *items[b, : t + 1]] if i != 0}
+        row = logits[b, t].clone()
+        row[list(had - wanted)] = -torch.inf
+        log_p = row - torch.logsumexp(row, 0)
+        expected.append(-log_p[list(wanted)].mean())
+    loss = window_loss(model, tied)
+    assert loss.item() == pytest.approx(float(torch.stack(expected).mean()), rel=1e-5)
+    plain = [torch.as_tensor(a) for a in training_windows(split.train, config)]
+    torch.testing.assert_close(plain[3], targets[..., 0])
+    assert window_loss(model, plain).item() != loss.item()
+    # Without ties there is nothing to spread: the plain targets.
+    distinct = leave_one_out_split(data).train
+    for got, want in zip(
+        training_windows(distinct, config, tied_targets=True),
+        training_windows(distinct, config),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_history_excluded_loss_leaves_out_earlier_items_only():
