@@ -397,7 +397,7 @@ def window_loss(model: SequenceModel, batch: Sequence[torch.Tensor]) -> torch.Te
 
     With ``exclude_history`` in the model's config, each position's softmax leaves out the
     items the window holds up to it and, given the fifth array of :func:`training_windows`,
-    the items before the window (the target excepted), as serving leaves out consumed items.
+    the items before the window (the targets excepted), as serving leaves out consumed items.
     Tied targets (``[B L K]``) spread each position's target evenly over its K items.
     """
     items, types, gaps, targets = batch[:4]  # [B L] each; targets may be [B L K]
@@ -405,14 +405,8 @@ def window_loss(model: SequenceModel, batch: Sequence[torch.Tensor]) -> torch.Te
     hidden = model(items, types, gaps)  # [B L H]
     has_target = (targets[..., 0] if tied else targets) != PAD  # [B L]
     logits = model.scores(hidden[has_target])  # [M n_items]
-    if tied:
-        # Items stamped the same second came in no order: each is as likely to be next.
-        sets = targets[has_target]  # [M K]
-        spread = torch.zeros(len(sets), logits.shape[1] + 1, device=items.device)
-        spread = spread.scatter_(1, sets, 1.0)[:, 1:]  # column 0 is padding
-        wanted = spread / spread.sum(dim=1, keepdim=True)
-    else:
-        wanted = targets[has_target] - 1
+    sets = targets[has_target] if tied else targets[has_target][:, None]  # [M K]
+    columns = logits.shape[1] + 1  # column 0 is padding
     if model.config.exclude_history:
         L = items.shape[1]
         earlier = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()  # [t s]: s <= t
@@ -421,17 +415,16 @@ def window_loss(model: SequenceModel, batch: Sequence[torch.Tensor]) -> torch.Te
             before = batch[4][:, None, :].expand(-1, L, -1)  # [B L E]
             seen = torch.cat([seen, before], dim=2)
         seen = seen[has_target]  # [M L(+E)]
-        mask = torch.zeros(len(seen), logits.shape[1] + 1, dtype=torch.bool, device=items.device)
-        mask = mask.scatter_(1, seen, True)[:, 1:]  # column 0 is padding
-        if tied:
-            mask &= wanted == 0
-        else:
-            mask[torch.arange(len(wanted), device=items.device), wanted] = False
+        mask = torch.zeros(len(seen), columns, dtype=torch.bool, device=items.device)
+        mask = mask.scatter_(1, seen, True).scatter_(1, sets, False)[:, 1:]
         logits = logits.masked_fill(mask, -torch.inf)
-    if tied:
-        log_p = torch.log_softmax(logits, dim=1).masked_fill(wanted == 0, 0.0)  # no 0 * -inf
-        return -(wanted * log_p).sum(dim=1).mean()
-    return F.cross_entropy(logits, wanted)
+    if not tied:
+        return F.cross_entropy(logits, sets[:, 0] - 1)
+    # Items stamped the same second came in no order: each is as likely to be next.
+    spread = torch.zeros(len(sets), columns, device=items.device).scatter_(1, sets, 1.0)[:, 1:]
+    wanted = spread / spread.sum(dim=1, keepdim=True)
+    log_p = torch.log_softmax(logits, dim=1).masked_fill(wanted == 0, 0.0)  # no 0 * -inf
+    return -(wanted * log_p).sum(dim=1).mean()
 
 
 # --------------------------------------------------------------------------- evaluation
