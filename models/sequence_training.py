@@ -182,6 +182,11 @@ def item_vocabulary(interactions: Iterable[Interaction]) -> list[str]:
     return list(seen)
 
 
+def tie_run_ids(sequence: EncodedSequence) -> np.ndarray:
+    """``[n]`` ascending ids, from 1, of each action's run of equal timestamps."""
+    return np.cumsum(sequence.gaps != 0)  # NaN (first action) starts a run too
+
+
 def shuffled_ties(sequence: EncodedSequence, rng: np.random.Generator) -> EncodedSequence:
     """``sequence`` with the actions of each run of equal timestamps in random order.
 
@@ -189,7 +194,7 @@ def shuffled_ties(sequence: EncodedSequence, rng: np.random.Generator) -> Encode
     own; the input's order among them is arbitrary, so training sees a new one each
     epoch. Gaps are unchanged: within a run they are all zero.
     """
-    run = np.cumsum(sequence.gaps != 0)  # NaN (first action) starts a run too
+    run = tie_run_ids(sequence)
     if len(run) == 0 or run[-1] == len(run):
         return sequence
     order = np.lexsort((rng.random(len(run)), run))
@@ -201,7 +206,7 @@ def tie_runs(sequence: EncodedSequence, width: int) -> np.ndarray:
     in its run of equal timestamps, up to ``width`` in all (0 pads)."""
     if len(sequence) == 0:
         return np.zeros((0, width), dtype=np.int64)
-    run = np.cumsum(sequence.gaps != 0)
+    run = tie_run_ids(sequence)
     run_end = np.searchsorted(run, run, side="right")  # one past each position's run
     position = np.arange(len(run))[:, None] + np.arange(width)[None, :]  # [n width]
     inside = position < run_end[:, None]
@@ -336,7 +341,7 @@ def training_windows(
     usable = [seq for seq in sequences if len(seq) >= 2]
     width = 1
     if tied_targets and usable:
-        longest = max(int(np.bincount(np.cumsum(s.gaps != 0)).max()) for s in usable)
+        longest = max(int(np.bincount(tie_run_ids(s)).max()) for s in usable)
         width = min(longest, MAX_TIED_TARGETS)
     tied = width > 1  # without ties, plain targets: the same loss, computed as before
     for seq in usable:
