@@ -51,6 +51,13 @@ class UserProfile:
     last_source: tuple[int, ...] | None = None
     long_term: str | None = None  # packed BERT vector of the rendered history
     long_term_at: int = 0  # events_applied when long_term was computed
+    # Distinct items that fell out of ``items`` (oldest first): still consumed, so still
+    # excluded from recommendations; at most ``consumed_len`` of them.
+    older_items: list[str] = field(default_factory=list)
+
+    def consumed(self) -> list[str]:
+        """Every item this user is known to have had (may repeat)."""
+        return self.older_items + self.items if self.older_items else self.items
 
     def is_duplicate(self, event_id: str, source: tuple[int, ...] | None) -> bool:
         """Already applied: a recent event id, or a record not past the last one applied.
@@ -76,6 +83,7 @@ class UserProfile:
         source: tuple[int, ...] | None,
         history_len: int,
         dedup_window: int,
+        consumed_len: int = 0,
     ) -> None:
         """Append one (already deduplicated) event, keeping the caps."""
         self.events_applied += 1
@@ -86,12 +94,22 @@ class UserProfile:
         self.weights.append(round(weight, 3))
         if len(self.items) > history_len:
             drop = len(self.items) - history_len
+            if consumed_len:
+                self._remember_older(self.items[:drop], consumed_len)
             del self.items[:drop], self.kinds[:drop], self.times[:drop], self.weights[:drop]
         self.recent_ids.append(event_fingerprint(event_id))
         if len(self.recent_ids) > dedup_window:
             del self.recent_ids[: len(self.recent_ids) - dedup_window]
         if source is not None:
             self.last_source = source
+
+    def _remember_older(self, dropped: list[str], consumed_len: int) -> None:
+        for item in dropped:
+            if item in self.older_items:  # had again later: it moves to the end
+                self.older_items.remove(item)
+            self.older_items.append(item)
+        if len(self.older_items) > consumed_len:
+            del self.older_items[: len(self.older_items) - consumed_len]
 
     def forgotten(self, event_id: str, source: tuple[int, ...] | None) -> None:
         """Remember only the deletion that emptied this profile, to recognise its replay."""
@@ -107,6 +125,7 @@ class UserProfile:
             times=list(self.times),
             weights=list(self.weights),
             recent_ids=list(self.recent_ids),
+            older_items=list(self.older_items),
         )
 
     def kind_name(self, position: int) -> str:
@@ -137,6 +156,7 @@ class UserProfile:
             "s": list(self.last_source) if self.last_source is not None else None,
             "lt": self.long_term,
             "la": self.long_term_at,
+            **({"o": self.older_items} if self.older_items else {}),
         }
 
     @classmethod
@@ -162,4 +182,5 @@ class UserProfile:
             last_source=tuple(int(part) for part in source) if source else None,
             long_term=data.get("lt"),
             long_term_at=data.get("la", 0),
+            older_items=list(data.get("o", [])),
         )

@@ -92,6 +92,8 @@ class RecommenderConfig:
     transitions_max_targets: int = 500
     exclude_consumed: bool = True
     dedup_window: int = 16  # recent event ids kept to spot producer retries
+    # Distinct older items kept per user past ``history_len``, only to exclude them.
+    consumed_len: int = 1000
     signals: tuple[str, ...] = SIGNALS
     learn_gate: bool = True
     gate_users_per_batch: int = 64  # users the gate learns from per micro-batch
@@ -197,6 +199,7 @@ class Recommender:
             source,
             self.config.history_len,
             self.config.dedup_window,
+            self.config.consumed_len if self.config.exclude_consumed else 0,
         )
         return weight
 
@@ -218,7 +221,7 @@ class Recommender:
         else:
             signals = self._standardized([profiles[b] for b in sample])
         positives = np.array([self.items.row_of.get(item_ids[b], -1) for b in sample])
-        consumed = [[self.items.row_of[i] for i in profiles[b].items] for b in sample]
+        consumed = [[self.items.row_of[i] for i in profiles[b].consumed()] for b in sample]
         self.gate.learn(signals, positives, consumed)
         self._last_key = self._last_signals = self._last_ranked = None  # not kept longer
 
@@ -404,7 +407,7 @@ class Recommender:
             excluded[:, list(self.items.retired)] = True
         if self.config.exclude_consumed:
             for b, profile in enumerate(profiles):
-                excluded[b, [self.items.row_of[i] for i in profile.items]] = True
+                excluded[b, [self.items.row_of[i] for i in profile.consumed()]] = True
         return excluded
 
     def _final_scores(
@@ -484,7 +487,7 @@ class Recommender:
             fused[:, list(self.items.retired)] = -np.inf
         if self.config.exclude_consumed:
             for b, profile in enumerate(profiles):
-                fused[b, [self.items.row_of[i] for i in profile.items]] = -np.inf
+                fused[b, [self.items.row_of[i] for i in profile.consumed()]] = -np.inf
         shortlist = min(k * self.config.shortlist_factor if coarse else k, fused.shape[1])
         top = torch.topk(torch.from_numpy(fused), shortlist, dim=1).indices.numpy()  # [B C]
         top_scores = np.take_along_axis(fused, top, axis=1)

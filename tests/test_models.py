@@ -157,6 +157,27 @@ def test_profile_round_trips_and_stays_bounded(recommender):
     assert pickle.loads(pickle.dumps(profile)) == profile
 
 
+def test_items_older_than_the_kept_history_are_still_never_served(recommender):
+    rec = Recommender(recommender.items, RecommenderConfig(top_k=5, history_len=4, consumed_len=7))
+    for n in range(40):  # c0 is what everybody watches
+        rec.learn_one(UserProfile(f"o{n}"), ev(f"o{n}", "c0", 1e9 + n), None)
+    profile = UserProfile("u")
+    watched = ["c0", "h0", "h1", "h2", "h3", "h4", "h5", "h0", "h6", "h7", "h8"]
+    for n, item in enumerate(watched):
+        rec.learn_one(profile, ev(f"e{n}", item, 1e9 + 100 + n), (0, n))
+    assert profile.items == ["h0", "h6", "h7", "h8"]
+    assert profile.older_items == ["c0", "h0", "h1", "h2", "h3", "h4", "h5"]  # oldest first
+    served = {s.item_id for s in rec.recommend([profile])[0]}
+    assert len(served) == 5 and not served & set(watched)
+    assert UserProfile.from_dict(profile.to_dict()) == profile
+    assert "o" not in UserProfile("new").to_dict()  # nothing stored until needed
+    # h0, had again, moves to the end when it drops out again; past 7, the oldest goes.
+    rec.learn_one(profile, ev("e11", "h9", 2e9), (0, 11))
+    assert profile.older_items == ["c0", "h1", "h2", "h3", "h4", "h5", "h0"]
+    rec.learn_one(profile, ev("e12", "h10", 2e9 + 1), (0, 12))
+    assert profile.older_items == ["h1", "h2", "h3", "h4", "h5", "h0", "h6"]
+
+
 def test_a_profile_copy_is_equal_and_shares_no_list(recommender):
     profile = UserProfile("u")
     for n in range(5):
