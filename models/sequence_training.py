@@ -201,6 +201,17 @@ def shuffled_ties(sequence: EncodedSequence, rng: np.random.Generator) -> Encode
     return EncodedSequence(sequence.items[order], sequence.types[order], sequence.gaps)
 
 
+def mirrored_ties(sequence: EncodedSequence) -> EncodedSequence:
+    """``sequence`` with the actions of each run of equal timestamps in reverse order
+    (the same object when it has no ties): the order farthest from the given one, which
+    serving averages with it (:class:`SequenceScorer`)."""
+    run = tie_run_ids(sequence)
+    if len(run) == 0 or run[-1] == len(run):
+        return sequence
+    order = np.lexsort((-np.arange(len(run)), run))
+    return EncodedSequence(sequence.items[order], sequence.types[order], sequence.gaps)
+
+
 def tie_runs(sequence: EncodedSequence, width: int) -> np.ndarray:
     """``[n width]`` item rows: for each position, its own item, then the items after it
     in its run of equal timestamps, up to ``width`` in all (0 pads)."""
@@ -770,6 +781,7 @@ class SequenceScorer:
         seed: int = 0,
         batch_size: int = 256,
         precision: str = "float32",
+        average_tie_orders: bool = True,
     ) -> None:
         if len(item_ids) != model.config.n_items:
             raise ValueError(f"{len(item_ids)} item ids for a model of {model.config.n_items}")
@@ -780,6 +792,11 @@ class SequenceScorer:
         # Serving forwards under bfloat16 autocast where that is faster (models/precision.py):
         # 2.0x at 50 users of 50 actions on one thread of this CPU. Training stays float32.
         self.precision = precision
+        # A user's query is the mean of the model's over the actions as given and with each
+        # run of equal timestamps reversed: the input order within a tie is arbitrary and
+        # training saw random ones. ML-100K validation prefix: streamrec NDCG@10 0.1230 ->
+        # 0.1235, for twice the Transformer's serving work on users with ties.
+        self.average_tie_orders = average_tie_orders
         self._item_ids = tuple(item_ids)
         self._row_of = {item: row for row, item in enumerate(self._item_ids, start=1)}
         self._rng = np.random.default_rng(seed)
@@ -788,12 +805,21 @@ class SequenceScorer:
 
     @classmethod
     def load_checkpoint(
-        cls, directory: str | Path, device: str = "cpu", precision: str = "float32"
+        cls,
+        directory: str | Path,
+        device: str = "cpu",
+        precision: str = "float32",
+        average_tie_orders: bool = True,
     ) -> SequenceScorer:
         """A scorer from a verified checkpoint (raises :class:`CheckpointError`)."""
         checkpoint = load_checkpoint(directory, device)
         return cls(
-            checkpoint.model, checkpoint.item_ids, device, checkpoint.version, precision=precision
+            checkpoint.model,
+            checkpoint.item_ids,
+            device,
+            checkpoint.version,
+            precision=precision,
+            average_tie_orders=average_tie_orders,
         )
 
     load = load_checkpoint  # the name the engine uses
@@ -855,10 +881,24 @@ class SequenceScorer:
     ) -> np.ndarray:
         """``[B, H]`` float32: each sequence's last hidden state, its query over the items
         (scores are its dot products with :meth:`item_factors`); zeros for a sequence
-        with no known item. Run in length-sorted chunks, each padded only to its longest
+        with no known item. With ``average_tie_orders``, the mean of the states of the last
+        ``max_len`` actions as given and with their ties reversed (:func:`mirrored_ties`)."""
+        encoded = [s if isinstance(s, EncodedSequence) else self.encode(s) for s in sequences]
+        if not self.average_tie_orders:
+            return self._last_states(encoded)
+        L = self.model.config.max_len
+        windows = [s.window(max(0, len(s) - L), len(s)) for s in encoded]
+        mirrored = [mirrored_ties(s) for s in windows]
+        tied = [b for b, (s, m) in enumerate(zip(windows, mirrored, strict=True)) if m is not s]
+        states = self._last_states(windows + [mirrored[b] for b in tied])
+        out = states[: len(windows)]
+        out[tied] = (out[tied] + states[len(windows) :]) / 2
+        return out
+
+    def _last_states(self, encoded: Sequence[EncodedSequence]) -> np.ndarray:
+        """Last hidden states, run in length-sorted chunks, each padded only to its longest
         sequence: a stream of mostly short histories costs what they are, not max_len."""
         self.model.eval()
-        encoded = [s if isinstance(s, EncodedSequence) else self.encode(s) for s in sequences]
         out = np.zeros((len(encoded), self.model.config.hidden), dtype=np.float32)
         lengths = np.array([len(seq) for seq in encoded], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")

@@ -86,8 +86,12 @@ class Engine:
         """A verified scorer on this engine's device, serving at its precision."""
         from models.sequence_training import SequenceScorer
 
-        precision = self.settings.precision
-        return SequenceScorer.load(checkpoint, device=self.device, precision=precision)
+        return SequenceScorer.load(
+            checkpoint,
+            device=self.device,
+            precision=self.settings.precision,
+            average_tie_orders=self.settings.sequence_average_tie_orders,
+        )
 
     def load_sequence_model(self, checkpoint: Path) -> None:
         """Load (integrity-checked) and attach a sequence model checkpoint."""

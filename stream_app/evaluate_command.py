@@ -182,12 +182,19 @@ def _sequence_model(checkpoint, warm, epochs, seed, settings):
 
     device = settings.resolved_device()
     if checkpoint:
-        return SequenceScorer.load(checkpoint, device=device, precision=settings.precision)
+        return SequenceScorer.load(
+            checkpoint,
+            device=device,
+            precision=settings.precision,
+            average_tie_orders=settings.sequence_average_tie_orders,
+        )
     started = time.perf_counter()
     scorer = train_sequence_model(
         warm, epochs=epochs, seed=seed, device=device, exclude_history=settings.exclude_consumed
     )
-    scorer.precision = settings.precision  # served as the worker serves it
+    # Served as the worker serves it.
+    scorer.precision = settings.precision
+    scorer.average_tie_orders = settings.sequence_average_tie_orders
     click.echo(
         f"Transformer trained on the warm-up in {time.perf_counter() - started:.0f}s", err=True
     )
