@@ -201,14 +201,15 @@ def shuffled_ties(sequence: EncodedSequence, rng: np.random.Generator) -> Encode
     return EncodedSequence(sequence.items[order], sequence.types[order], sequence.gaps)
 
 
-def mirrored_ties(sequence: EncodedSequence) -> EncodedSequence:
-    """``sequence`` with the actions of each run of equal timestamps in reverse order
-    (the same object when it has no ties): the order farthest from the given one, which
-    serving averages with it (:class:`SequenceScorer`)."""
-    run = tie_run_ids(sequence)
-    if len(run) == 0 or run[-1] == len(run):
+def last_tie_reversed(sequence: EncodedSequence) -> EncodedSequence:
+    """``sequence`` with its last run of equal timestamps in reverse order: the order
+    farthest from the given one, which serving averages with it (:class:`SequenceScorer`).
+    The same object when the last action has a timestamp of its own."""
+    if len(sequence) < 2 or sequence.gaps[-1] != 0:
         return sequence
-    order = np.lexsort((-np.arange(len(run)), run))
+    run = tie_run_ids(sequence)
+    start = int(np.searchsorted(run, run[-1]))
+    order = np.r_[np.arange(start), np.arange(len(run) - 1, start - 1, -1)]
     return EncodedSequence(sequence.items[order], sequence.types[order], sequence.gaps)
 
 
@@ -792,10 +793,9 @@ class SequenceScorer:
         # Serving forwards under bfloat16 autocast where that is faster (models/precision.py):
         # 2.0x at 50 users of 50 actions on one thread of this CPU. Training stays float32.
         self.precision = precision
-        # A user's query is the mean of the model's over the actions as given and with each
-        # run of equal timestamps reversed: the input order within a tie is arbitrary and
-        # training saw random ones. ML-100K validation prefix: streamrec NDCG@10 0.1230 ->
-        # 0.1235, for twice the Transformer's serving work on users with ties.
+        # When a user's last actions share a timestamp (a page of ratings sent at once),
+        # their order is arbitrary and training saw random ones: the query is the mean of
+        # the model's over that last run as given and reversed. See ``hidden_states``.
         self.average_tie_orders = average_tie_orders
         self._item_ids = tuple(item_ids)
         self._row_of = {item: row for row, item in enumerate(self._item_ids, start=1)}
@@ -881,14 +881,17 @@ class SequenceScorer:
     ) -> np.ndarray:
         """``[B, H]`` float32: each sequence's last hidden state, its query over the items
         (scores are its dot products with :meth:`item_factors`); zeros for a sequence
-        with no known item. With ``average_tie_orders``, the mean of the states of the last
-        ``max_len`` actions as given and with their ties reversed (:func:`mirrored_ties`)."""
+        with no known item. With ``average_tie_orders``, a sequence whose last actions
+        share a timestamp gets the mean of the states of its last ``max_len`` actions as
+        given and with that last run reversed (:func:`last_tie_reversed`). ML-100K
+        validation prefix, streamrec NDCG@10, seeds 2020 / 2021: 0.1231 / 0.1241 ->
+        0.1239 / 0.1257 (every run reversed, for every user with ties: 0.1236 / 0.1253)."""
         encoded = [s if isinstance(s, EncodedSequence) else self.encode(s) for s in sequences]
         if not self.average_tie_orders:
             return self._last_states(encoded)
         L = self.model.config.max_len
         windows = [s.window(max(0, len(s) - L), len(s)) for s in encoded]
-        mirrored = [mirrored_ties(s) for s in windows]
+        mirrored = [last_tie_reversed(s) for s in windows]
         tied = [b for b, (s, m) in enumerate(zip(windows, mirrored, strict=True)) if m is not s]
         states = self._last_states(windows + [mirrored[b] for b in tied])
         out = states[: len(windows)]
