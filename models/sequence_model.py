@@ -22,6 +22,8 @@ from models.events import EVENT_TYPES
 
 PAD = 0
 FIRST_EVENT_BUCKET = 1  # gap bucket of an action with no earlier one in view
+SAME_SECOND_BUCKET = 2  # gap bucket of an action stamped like the one before it
+KeysValues = tuple[torch.Tensor, torch.Tensor]  # one block's [B heads L H/heads] each
 
 
 @dataclass(frozen=True)
@@ -86,10 +88,25 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden, 3 * config.hidden)
         self.out = nn.Linear(config.hidden, config.hidden)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """``[B L H] -> [B L H]``, or ``[B 1 H]`` for the last position only."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        last_only: bool = False,
+        past: KeysValues | None = None,
+        keep: list[KeysValues] | None = None,
+    ) -> torch.Tensor:
+        """``[B L H] -> [B L H]``, or ``[B 1 H]`` for the last position only.
+
+        ``past``: keys and values of earlier positions; ``x`` then holds only the
+        positions after them (``mask`` their rows). ``keep``: append this call's keys
+        and values (all positions) to it."""
         B, L, H = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if keep is not None:
+            keep.append((k, v))
         if last_only:
             q, mask = q[:, :, -1:], mask[..., -1:, :]  # q: [B heads 1 H/heads]
         dropout = self.attn_dropout if self.training else 0.0  # q k v: [B heads L H/heads]
@@ -112,13 +129,21 @@ class Block(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(config.hidden), nn.LayerNorm(config.hidden)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """``last_only``: keys and values from every position, output for the last one."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        last_only: bool = False,
+        past: KeysValues | None = None,
+        keep: list[KeysValues] | None = None,
+    ) -> torch.Tensor:
+        """``last_only``: keys and values from every position, output for the last one.
+        ``past`` / ``keep``: as :class:`CausalSelfAttention`."""
         residual = x[:, -1:] if last_only else x
         if self.norm_first:
-            x = residual + self.drop(self.attn(self.norm1(x), mask, last_only))
+            x = residual + self.drop(self.attn(self.norm1(x), mask, last_only, past, keep))
             return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(residual + self.drop(self.attn(x, mask, last_only)))
+        x = self.norm1(residual + self.drop(self.attn(x, mask, last_only, past, keep)))
         return self.norm2(x + self.drop(self.ffn(x)))
 
 
@@ -157,9 +182,40 @@ class SequenceModel(nn.Module):
         event_types: torch.Tensor,
         gap_buckets: torch.Tensor,
         last_only: bool = False,
+        keep: list[KeysValues] | None = None,
     ) -> torch.Tensor:
         """Hidden states; ``last_only`` computes just the last position in the final block
-        (all serving needs: a quarter of the work of a 2-layer model saved)."""
+        (all serving needs: a quarter of the work of a 2-layer model saved). ``keep``: a
+        list that receives each block's keys and values, for :meth:`last_state_with_tail`."""
+        x, mask = self._embedded(items, event_types, gap_buckets)
+        for n, block in enumerate(self.blocks):
+            x = block(x, mask, last_only=last_only and n == len(self.blocks) - 1, keep=keep)
+        return self.final_norm(x)  # [B L H], or [B 1 H] with last_only
+
+    def last_state_with_tail(
+        self,
+        items: torch.Tensor,
+        event_types: torch.Tensor,
+        gap_buckets: torch.Tensor,
+        tail: int,
+        kept: list[KeysValues],
+    ) -> torch.Tensor:
+        """``[B 1 H]``: the last hidden state of sequences that differ from those whose keys
+        and values ``kept`` holds (``forward(keep=...)``) only in their last ``tail``
+        positions. Causal attention leaves every earlier position as it was, so only the
+        tail is computed: the same state as ``forward``, for a fraction of the work."""
+        x, mask = self._embedded(items, event_types, gap_buckets)
+        x, mask = x[:, -tail:], mask[..., -tail:, :]
+        cut = items.shape[1] - tail
+        for n, block in enumerate(self.blocks):
+            past = (kept[n][0][:, :, :cut], kept[n][1][:, :, :cut])
+            x = block(x, mask, last_only=n == len(self.blocks) - 1, past=past)
+        return self.final_norm(x)
+
+    def _embedded(
+        self, items: torch.Tensor, event_types: torch.Tensor, gap_buckets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings ``[B L H]`` and the attention mask ``[B 1 L L]``."""
         B, L = items.shape  # all inputs: [B L], left-padded
         if L > self.config.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len {self.config.max_len}")
@@ -172,9 +228,7 @@ class SequenceModel(nn.Module):
         causal = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()  # [L L]
         real = (items != PAD)[:, None, None, :]  # [B 1 1 L]
         mask = (causal & real) | torch.eye(L, dtype=torch.bool, device=items.device)  # [B 1 L L]
-        for n, block in enumerate(self.blocks):
-            x = block(x, mask, last_only=last_only and n == len(self.blocks) - 1)
-        return self.final_norm(x)  # [B L H], or [B 1 H] with last_only
+        return x, mask
 
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[.., H] -> [.., n_items]`` scores; column j is item id j+1 (0 is padding)."""

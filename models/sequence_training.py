@@ -32,7 +32,13 @@ from tqdm import tqdm
 
 from models.events import EVENT_CODE
 from models.precision import autocast
-from models.sequence_model import PAD, SequenceModel, SequenceModelConfig, gap_buckets
+from models.sequence_model import (
+    PAD,
+    SAME_SECOND_BUCKET,
+    SequenceModel,
+    SequenceModelConfig,
+    gap_buckets,
+)
 from models.streaming import Interaction
 
 MODEL_NAME = "sasrec_transformer"
@@ -198,18 +204,6 @@ def shuffled_ties(sequence: EncodedSequence, rng: np.random.Generator) -> Encode
     if len(run) == 0 or run[-1] == len(run):
         return sequence
     order = np.lexsort((rng.random(len(run)), run))
-    return EncodedSequence(sequence.items[order], sequence.types[order], sequence.gaps)
-
-
-def last_tie_reversed(sequence: EncodedSequence) -> EncodedSequence:
-    """``sequence`` with its last run of equal timestamps in reverse order: the order
-    farthest from the given one, which serving averages with it (:class:`SequenceScorer`).
-    The same object when the last action has a timestamp of its own."""
-    if len(sequence) < 2 or sequence.gaps[-1] != 0:
-        return sequence
-    run = tie_run_ids(sequence)
-    start = int(np.searchsorted(run, run[-1]))
-    order = np.r_[np.arange(start), np.arange(len(run) - 1, start - 1, -1)]
     return EncodedSequence(sequence.items[order], sequence.types[order], sequence.gaps)
 
 
@@ -883,25 +877,14 @@ class SequenceScorer:
         (scores are its dot products with :meth:`item_factors`); zeros for a sequence
         with no known item. With ``average_tie_orders``, a sequence whose last actions
         share a timestamp gets the mean of the states of its last ``max_len`` actions as
-        given and with that last run reversed (:func:`last_tie_reversed`). ML-100K
-        validation prefix, streamrec NDCG@10, seeds 2020 / 2021: 0.1231 / 0.1241 ->
-        0.1239 / 0.1257 (every run reversed, for every user with ties: 0.1236 / 0.1253)."""
-        encoded = [s if isinstance(s, EncodedSequence) else self.encode(s) for s in sequences]
-        if not self.average_tie_orders:
-            return self._last_states(encoded)
-        L = self.model.config.max_len
-        windows = [s.window(max(0, len(s) - L), len(s)) for s in encoded]
-        mirrored = [last_tie_reversed(s) for s in windows]
-        tied = [b for b, (s, m) in enumerate(zip(windows, mirrored, strict=True)) if m is not s]
-        states = self._last_states(windows + [mirrored[b] for b in tied])
-        out = states[: len(windows)]
-        out[tied] = (out[tied] + states[len(windows) :]) / 2
-        return out
-
-    def _last_states(self, encoded: Sequence[EncodedSequence]) -> np.ndarray:
-        """Last hidden states, run in length-sorted chunks, each padded only to its longest
-        sequence: a stream of mostly short histories costs what they are, not max_len."""
+        given and with that last run reversed; the reversed
+        one reuses the given one's keys and values up to the run. ML-100K validation
+        prefix, streamrec NDCG@10, seeds 2020 / 2021: 0.1231 / 0.1241 -> 0.1239 / 0.1257
+        (every run reversed, for every user with ties: 0.1236 / 0.1253). Run in
+        length-sorted chunks, each padded only to its longest sequence: a stream of mostly
+        short histories costs what they are, not max_len."""
         self.model.eval()
+        encoded = [s if isinstance(s, EncodedSequence) else self.encode(s) for s in sequences]
         out = np.zeros((len(encoded), self.model.config.hidden), dtype=np.float32)
         lengths = np.array([len(seq) for seq in encoded], dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
@@ -910,9 +893,40 @@ class SequenceScorer:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 cases = [RankingCase(encoded[b], len(encoded[b])) for b in chunk]
-                inputs = _tensors(_trim_padding(_contexts(cases, self.model.config)), self.device)
-                out[chunk] = self.model(*inputs, last_only=True)[:, -1].float().cpu().numpy()
+                inputs = _trim_padding(_contexts(cases, self.model.config))
+                kept: list | None = [] if self.average_tie_orders else None
+                tensors = _tensors(inputs, self.device)
+                states = self.model(*tensors, last_only=True, keep=kept)[:, -1].float()
+                if kept:
+                    states = self._averaged_over_last_tie(inputs, states, kept)
+                out[chunk] = states.cpu().numpy()
         return out
+
+    def _averaged_over_last_tie(
+        self, inputs: Sequence[np.ndarray], states: torch.Tensor, kept: list
+    ) -> torch.Tensor:
+        """``states`` where each row whose last actions share a timestamp is averaged with
+        the state of the same row with that run reversed (padded ``[C W]`` inputs)."""
+        items, types, gaps = inputs
+        same = gaps == SAME_SECOND_BUCKET
+        # Length of each row's last run: its trailing same-second actions and the one before.
+        trailing = np.argmin(np.c_[same[:, ::-1], np.zeros(len(same), bool)], axis=1)
+        run = np.minimum(trailing + 1, (items != PAD).sum(axis=1))
+        rows = np.flatnonzero(run > 1)
+        if not len(rows):
+            return states
+        width, tail = items.shape[1], int(run[rows].max())
+        columns = np.tile(np.arange(width), (len(rows), 1))
+        for n, row in enumerate(rows):  # reverse the last run[row] columns
+            columns[n, width - run[row] :] = columns[n, width - run[row] :][::-1]
+        flipped = [np.take_along_axis(a[rows], columns, axis=1) for a in (items, types)]
+        tensors = _tensors([*flipped, gaps[rows]], self.device)
+        index = torch.as_tensor(rows, device=self.device)
+        kept_rows = [(k[index], v[index]) for k, v in kept]
+        other = self.model.last_state_with_tail(*tensors, tail, kept_rows)[:, -1].float()
+        states = states.clone()
+        states[index] = (states[index] + other) / 2
+        return states
 
     def item_factors(self, columns: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """Item vectors in the caller's column order (-1: the mean known vector, so its

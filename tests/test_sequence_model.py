@@ -20,11 +20,11 @@ from models.sequence_training import (
     encode_events,
     evaluate_leave_one_out,
     fit_sequence_model,
-    last_tie_reversed,
     leave_one_out_split,
     load_checkpoint,
     shuffled_ties,
     temporal_split,
+    tie_run_ids,
     tie_runs,
     train_sequence_model,
     training_windows,
@@ -142,39 +142,38 @@ def test_shuffled_ties_reorders_only_actions_with_equal_timestamps():
     assert shuffled_ties(distinct, np.random.default_rng(0)) is distinct
 
 
-def test_last_tie_reversed_reverses_only_the_last_run_of_equal_timestamps():
-    # Runs of equal timestamps: [1], [2, 3], [4], [5, 6, 7].
-    times = [0.0, 10.0, 10.0, 25.0, 40.0, 40.0, 40.0]
-    kinds = ["view", "click", "like", "view", "share", "view", "purchase"]
-    sequence = encode_events(range(1, 8), kinds, times)
-    reversed_ = last_tie_reversed(sequence)
-    assert reversed_.items.tolist() == [1, 2, 3, 4, 7, 6, 5]
-    assert (reversed_.types == sequence.types[reversed_.items - 1]).all()
-    np.testing.assert_array_equal(reversed_.gaps, sequence.gaps)
-    # A window inside one run reverses all of it.
-    np.testing.assert_array_equal(last_tie_reversed(sequence.window(5, 7)).items, [7, 6])
-    # The last action on its own: nothing to reverse.
-    own = sequence.window(0, 4)
-    assert last_tie_reversed(own) is own
-    assert last_tie_reversed(sequence.window(6, 7)).items.tolist() == [7]
-
-
 def test_served_query_is_the_mean_over_both_orders_of_the_last_tie():
     torch.manual_seed(0)
     config = SequenceModelConfig(n_items=N_ITEMS, **SMALL)
     scorer = SequenceScorer(SequenceModel(config), [f"i{k}" for k in range(N_ITEMS)])
     plain = copy.copy(scorer)
     plain.average_tie_orders = False
-    # Ten actions (max_len is 8): the window starts inside the run stamped 5.
-    times = [0.0, 0.0, 3.0, 5.0, 5.0, 9.0, 12.0, 20.0, 20.0, 20.0]
-    tied = scorer.encode([(f"i{k}", "view", t) for k, t in enumerate(times)])
-    untied_last = scorer.encode([(f"i{k}", "view", t) for k, t in enumerate(times[:7])])
-    window = tied.window(2, 10)
-    served = scorer.hidden_states([tied, untied_last])
-    both = plain.hidden_states([window, last_tie_reversed(window), untied_last])
-    np.testing.assert_allclose(served[0], (both[0] + both[1]) / 2, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(served[1], both[2], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(both[0], both[1])  # the order of a tie does move the query
+
+    def encoded(times):
+        return scorer.encode([(f"i{k}", "view", t) for k, t in enumerate(times)])
+
+    sequences = [
+        # Ten actions (max_len is 8): last run of 3; the window starts inside another run.
+        encoded([0.0, 3.0, 3.0, 5.0, 5.0, 9.0, 12.0, 20.0, 20.0, 20.0]),
+        encoded([1.0, 2.0, 3.0, 3.0]),  # a last run of 2 in a shorter row
+        encoded([7.0, 7.0]),  # one run, the whole sequence
+        encoded([0.0, 0.0, 3.0, 5.0, 5.0, 9.0, 12.0]),  # the last action on its own
+    ]
+    windows = [s.window(max(0, len(s) - 8), len(s)) for s in sequences]
+    served = scorer.hidden_states(sequences)
+    given = plain.hidden_states(windows)
+    reversed_ = plain.hidden_states([_last_tie_reversed(w) for w in windows])
+    np.testing.assert_allclose(served[:3], (given[:3] + reversed_[:3]) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served[3], given[3], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(given[0], reversed_[0])  # the order of a tie does move the query
+
+
+def _last_tie_reversed(sequence):
+    """The sequence with its last run of equal timestamps in reverse order."""
+    run = tie_run_ids(sequence)
+    start = int(np.searchsorted(run, run[-1]))
+    order = np.r_[np.arange(start), np.arange(len(run) - 1, start - 1, -1)]
+    return replace(sequence, items=sequence.items[order], types=sequence.types[order])
 
 
 def test_tie_runs_list_each_action_with_the_rest_of_its_run():
