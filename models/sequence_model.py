@@ -22,7 +22,7 @@ from models.events import EVENT_TYPES
 
 PAD = 0
 FIRST_EVENT_BUCKET = 1  # gap bucket of an action with no earlier one in view
-SAME_SECOND_BUCKET = 2  # gap bucket of an action stamped like the one before it
+SAME_SECOND_BUCKET = 2  # gap bucket of an action under a second after the one before it
 KeysValues = tuple[torch.Tensor, torch.Tensor]  # one block's [B heads L H/heads] each
 
 

@@ -111,8 +111,8 @@ class Settings:
     sequence_checkpoint: str = ""  # directory written by `streamrec train`; empty: none
     sequence_finetune_interval_s: float = 0.0  # periodic fine-tuning in the worker; 0: off
     sequence_finetune_steps: int = 5
-    # Serve the Transformer's mean over each user's actions as given and with ties
-    # (equal timestamps) reversed: twice its work on users with ties (README: Evaluation).
+    # When a user's last actions share a timestamp, serve the Transformer's mean over them
+    # as given and reversed; the reversed pass computes only that run (README: Evaluation).
     sequence_average_tie_orders: bool = True
     embedding_cache: str = ""  # .npz written by `streamrec embed`; reused when text matches
     # Embed a user's history text once they have this many events, and again after as many
