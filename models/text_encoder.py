@@ -25,8 +25,9 @@ class TextEncoder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Return ``[len(texts), dim]`` float32 rows of unit length (or zero)."""
+    def encode(self, texts: list[str], max_tokens: int | None = None) -> np.ndarray:
+        """Return ``[len(texts), dim]`` float32 rows of unit length (or zero); a model with
+        a token limit reads at most ``max_tokens`` of each text (default: its own limit)."""
         ...
 
 
@@ -46,7 +47,7 @@ class HashingTextEncoder:
     def dim(self) -> int:
         return self._dim
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], max_tokens: int | None = None) -> np.ndarray:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         for row, text in enumerate(texts):
             for token in _TOKEN.findall(text.lower()):
@@ -112,7 +113,7 @@ class BertTextEncoder:
         self._load()
         return int(self._model.config.hidden_size)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], max_tokens: int | None = None) -> np.ndarray:
         import torch
 
         from models.precision import autocast
@@ -128,7 +129,7 @@ class BertTextEncoder:
                     ordered[start : start + self.batch_size],
                     padding=True,
                     truncation=True,
-                    max_length=self.max_length,
+                    max_length=max_tokens or self.max_length,
                     return_tensors="pt",
                 ).to(self.device)
                 hidden = self._model(**batch).last_hidden_state  # [B T H]

@@ -47,7 +47,13 @@ class Engine:
         self.featurizer = ItemFeaturizer(encoder)
         self.items = self.featurizer.new_index()
         long_term = (
-            LongTermInterest(encoder, self.items, refresh_every=settings.long_term_refresh_events)
+            LongTermInterest(
+                encoder,
+                self.items,
+                max_events=settings.long_term_events,
+                refresh_every=settings.long_term_refresh_events,
+                max_tokens=settings.long_term_max_tokens,
+            )
             if encoder is not None
             else None
         )

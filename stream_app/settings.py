@@ -118,6 +118,8 @@ class Settings:
     # Embed a user's history text once they have this many events, and again after as many
     # more (every 10, 20 and 40 scored the same NDCG@10 on a validation prefix of ML-100K).
     long_term_refresh_events: int = 20
+    long_term_events: int = 8  # strongest actions rendered into a history's text
+    long_term_max_tokens: int = 64  # of that text, what BERT reads (its cost grows with it)
     long_term_interval_s: float = 5.0  # the periodic merge timer
     # Re-embedding histories (BERT) may use at most this share of the worker's wall time: under
     # load, long-term views refresh later instead of slowing event processing.
@@ -177,6 +179,8 @@ class Settings:
             raise ConfigError("partitions, batch_size and top_k must be >= 1")
         if self.batch_wait_s <= 0 or self.batch_idle_s <= 0:
             raise ConfigError("batch_wait_s and batch_idle_s must be > 0")
+        if self.long_term_events < 1 or self.long_term_max_tokens < 8:
+            raise ConfigError("long_term_events must be >= 1 and long_term_max_tokens >= 8")
         if not 0.0 < self.long_term_time_share <= 1.0:
             raise ConfigError("long_term_time_share must be in (0, 1]")
         if self.max_uncataloged_items < 0:

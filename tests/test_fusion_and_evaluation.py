@@ -249,6 +249,32 @@ def test_history_is_rendered_as_text_and_packed_compactly():
     np.testing.assert_allclose(vector, unpack_vector(pack_vector(vector)))
 
 
+def test_history_text_names_the_strongest_actions_and_is_read_to_a_token_cap():
+    featurizer = ItemFeaturizer(HashingTextEncoder())
+    items = featurizer.new_index()
+    texts = [ItemText(i, title) for i, title in [("a", "Alien"), ("b", "Heat"), ("c", "Ran")]]
+    items.upsert(texts, featurizer.featurize(texts))
+    rec = Recommender(items)
+    profile = UserProfile("u")
+    actions = [("a", "view"), ("b", "purchase"), ("a", "view"), ("c", "view"), ("c", "skip")]
+    for n, (item, kind) in enumerate(actions):
+        rec.learn_one(profile, Interaction("u", item, 1e9 + n, kind, None, f"e{n}"))
+    # The purchase outweighs every view; of equal views the later one wins; newest first.
+    assert render_history(profile, items, max_events=2) == "viewed Ran; purchased Heat"
+    assert render_history(profile, items, max_events=1) == "purchased Heat"
+
+    class TokenCapSeen(HashingTextEncoder):
+        caps: list = []
+
+        def encode(self, texts, max_tokens=None):
+            self.caps.append(max_tokens)
+            return super().encode(texts, max_tokens)
+
+    encoder = TokenCapSeen()
+    LongTermInterest(encoder, items, refresh_every=1, max_tokens=32).refresh([profile])
+    assert encoder.caps == [32]
+
+
 class Oracle:
     """Knows the future: scores the user's next item highest."""
 

@@ -254,3 +254,15 @@ def test_bert_in_bfloat16_embeds_like_float32():
     low = BertTextEncoder(packaged_minilm_path(), precision="bfloat16").encode(texts)
     assert not np.array_equal(exact, low)  # bfloat16 did run
     assert np.all((exact * low).sum(axis=1) > 0.999)
+
+
+def test_bert_reads_a_text_only_up_to_the_token_cap():
+    from models.text_encoder import BertTextEncoder, packaged_minilm_path
+
+    encoder = BertTextEncoder(packaged_minilm_path(), precision="float32")
+    head = "rated Heat (Action, Crime, Thriller)"
+    texts = [head + "; rated Ran (Drama, War)" * 20, head + "; viewed Alien (Horror)" * 20]
+    capped = encoder.encode(texts, max_tokens=8)
+    assert np.allclose(capped[0], capped[1], atol=1e-5)  # the first 8 tokens are the same
+    full = encoder.encode(texts)
+    assert (full[0] * full[1]).sum() < 0.99  # the rest differs, and is read without the cap
