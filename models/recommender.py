@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -63,11 +63,13 @@ class SequenceModel(Protocol):
     @property
     def max_len(self) -> int: ...
 
-    def encode_columns(
-        self, items: Sequence[str], kinds: Sequence[int], timestamps: Sequence[float]
-    ) -> Any: ...
+    def padded_inputs(
+        self, histories: Sequence[tuple[Sequence[str], Sequence[int], Sequence[float]]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
-    def hidden_states(self, seqs: Sequence[Any]) -> np.ndarray: ...
+    def padded_hidden_states(
+        self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray
+    ) -> np.ndarray: ...
 
     def item_factors(self, columns: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
@@ -339,12 +341,14 @@ class Recommender:
                 for item_id in self.items.ids[self._sequence_cols.shape[0] :]
             ]
             self._sequence_cols = np.concatenate([self._sequence_cols, np.array(new, np.int64)])
-        max_len = self.sequence.max_len
-        encode, tail = self.sequence.encode_columns, slice(-max_len, None)
-        seqs = [encode(p.items[tail], p.kinds[tail], p.times[tail]) for p in profiles]
+        # One action more than the model sees: the first one it sees is timed from it.
+        tail = slice(-self.sequence.max_len - 1, None)
+        inputs = self.sequence.padded_inputs(
+            [(p.items[tail], p.kinds[tail], p.times[tail]) for p in profiles]
+        )
         # Items the model never saw (column -1) get the mean item vector: neutral, not last.
         factors, mean, covariance = self.sequence.item_factors(self._sequence_cols[:n_items])
-        return LinearScores(self.sequence.hidden_states(seqs), factors, mean, covariance)
+        return LinearScores(self.sequence.padded_hidden_states(*inputs), factors, mean, covariance)
 
     @staticmethod
     def _state_key(profiles: Sequence[UserProfile], n_items: int) -> tuple:

@@ -840,20 +840,37 @@ class SequenceScorer:
             [float(ts) for _, _, ts in kept],
         )
 
-    def encode_columns(
-        self, items: Sequence[str], kinds: Sequence[int], timestamps: Sequence[float]
-    ) -> EncodedSequence:
-        """:meth:`encode` from parallel lists, kinds as ``models.events.EVENT_CODE`` codes
-        (how a user profile keeps them): no per-event tuples or name lookups."""
-        row_of = self._row_of
-        keep = [n for n, item in enumerate(items) if item in row_of]
-        if len(keep) < len(items):
-            items = [items[n] for n in keep]
-            kinds = [kinds[n] for n in keep]
-            timestamps = [timestamps[n] for n in keep]
-        rows = np.fromiter((row_of[item] for item in items), dtype=np.int64, count=len(items))
-        types = np.asarray(kinds, dtype=np.int64) + 1  # as event_code: 0 is padding
-        return _with_gaps(rows, types, timestamps)
+    def padded_inputs(
+        self, histories: Sequence[tuple[Sequence[str], Sequence[int], Sequence[float]]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Model inputs for many histories at once, in array operations (not one
+        :meth:`encode` each): ``[B max_len]`` item rows, event codes and gap buckets,
+        left-padded. A history is ``(item ids, kinds, timestamps)``, oldest first, kinds as
+        ``models.events.EVENT_CODE`` codes (how a user profile keeps them). Items the model
+        never saw are dropped; each history keeps its last ``max_len`` known actions, the
+        first timed from the known one before it where there is one (as training windows)."""
+        config, B = self.model.config, len(histories)
+        counts = np.fromiter((len(h[0]) for h in histories), np.int64, B)
+        total, row_of = int(counts.sum()), self._row_of
+        rows = np.fromiter((row_of.get(i, PAD) for h in histories for i in h[0]), np.int64, total)
+        kinds = np.fromiter((k for h in histories for k in h[1]), np.int64, total) + 1
+        times = np.fromiter((t for h in histories for t in h[2]), np.float64, total)
+        owners = np.repeat(np.arange(B), counts)
+        known = rows != PAD
+        rows, kinds, times, owners = rows[known], kinds[known], times[known], owners[known]
+        gaps = np.full(len(times), np.nan)
+        same_owner = owners[1:] == owners[:-1]
+        gaps[1:][same_owner] = np.diff(times)[same_owner]  # NaN: a history's first action
+        from_end = np.cumsum(np.bincount(owners, minlength=B))[owners] - 1 - np.arange(len(rows))
+        kept = from_end < config.max_len
+        at = (owners[kept], config.max_len - 1 - from_end[kept])
+        items = np.zeros((B, config.max_len), dtype=np.int64)
+        types, seconds = np.zeros_like(items), np.zeros(items.shape)
+        items[at], types[at], seconds[at] = rows[kept], kinds[kept], gaps[kept]
+        if not config.n_gap_buckets:
+            return items, types, np.zeros_like(items)
+        buckets = gap_buckets(seconds, config.n_gap_buckets)
+        return items, types, np.where(items == PAD, PAD, buckets)
 
     @torch.no_grad()
     def score_sequences(
@@ -875,8 +892,19 @@ class SequenceScorer:
     ) -> np.ndarray:
         """``[B, H]`` float32: each sequence's last hidden state, its query over the items
         (scores are its dot products with :meth:`item_factors`); zeros for a sequence
-        with no known item. Run in length-sorted chunks, each padded only to its longest
-        sequence: a stream of mostly short histories costs what they are, not max_len.
+        with no known item. See :meth:`padded_hidden_states`."""
+        encoded = [s if isinstance(s, EncodedSequence) else self.encode(s) for s in sequences]
+        config = self.model.config
+        windows = [seq.window(max(0, len(seq) - config.max_len), len(seq)) for seq in encoded]
+        return self.padded_hidden_states(*_pad_left(windows, config.max_len, config.n_gap_buckets))
+
+    @torch.no_grad()
+    def padded_hidden_states(
+        self, items: np.ndarray, types: np.ndarray, gaps: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`hidden_states` of left-padded inputs (:meth:`padded_inputs`). Run in
+        length-sorted chunks, each cut to its longest row: a stream of mostly short histories
+        costs what they are, not max_len.
 
         With ``average_tie_orders``, a sequence whose last actions share a timestamp gets
         the mean of the states of its last ``max_len`` actions as given and with that last
@@ -885,16 +913,14 @@ class SequenceScorer:
         0.1241 -> 0.1239 / 0.1257 (every run reversed, for every user with ties: 0.1236 /
         0.1253)."""
         self.model.eval()
-        encoded = [s if isinstance(s, EncodedSequence) else self.encode(s) for s in sequences]
-        out = np.zeros((len(encoded), self.model.config.hidden), dtype=np.float32)
-        lengths = np.array([len(seq) for seq in encoded], dtype=np.int64)
+        out = np.zeros((len(items), self.model.config.hidden), dtype=np.float32)
+        lengths = (items != PAD).sum(axis=1)
         order = np.argsort(lengths, kind="stable")
         order = order[lengths[order] > 0]
         with autocast(self.precision, self.device):
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                cases = [RankingCase(encoded[b], len(encoded[b])) for b in chunk]
-                inputs = _trim_padding(_contexts(cases, self.model.config))
+                inputs = _trim_padding([items[chunk], types[chunk], gaps[chunk]])
                 kept: list | None = [] if self.average_tie_orders else None
                 tensors = _tensors(inputs, self.device)
                 states = self.model(*tensors, last_only=True, keep=kept)[:, -1].float()

@@ -25,6 +25,9 @@ from scipy import sparse
 
 from models.sparse_rows import SparseRows
 
+# Largest users x items batch whose scores are summed in one dense array (32 MiB).
+DENSE_SUM_LIMIT = 1 << 22
+
 
 class ItemTransitions:
     def __init__(
@@ -118,9 +121,15 @@ class ItemTransitions:
         damping = np.ones(n_items)
         damping[:m] = np.maximum(self._received[:m], 1.0) ** -self.pop_exponent
         values = values * damping[columns].astype(np.float32)
-        matrix = sparse.csr_matrix((values, (owners, columns)), shape=shape)
-        matrix.sum_duplicates()  # canonical: one entry per (user, item), sorted
-        return matrix
+        if shape[0] * n_items > DENSE_SUM_LIMIT:
+            matrix = sparse.csr_matrix((values, (owners, columns)), shape=shape)
+            matrix.sum_duplicates()  # canonical: one entry per (user, item), sorted
+            return matrix
+        # Small enough to add up in a flat [B * N] array: half the time of sorting entries.
+        sums = np.bincount(owners * n_items + columns, weights=values, minlength=shape[0] * n_items)
+        flat = np.flatnonzero(sums)  # ascending: canonical CSR order
+        indptr = np.searchsorted(flat, np.arange(shape[0] + 1) * n_items)
+        return sparse.csr_matrix((sums[flat].astype(np.float32), flat % n_items, indptr), shape)
 
     def memory(self) -> dict[str, int]:
         """Counts held, bytes they take, and counts pruned so far (see ``max_targets``)."""

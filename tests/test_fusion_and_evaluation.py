@@ -179,6 +179,25 @@ def test_transitions_follow_the_order_of_actions():
     assert not scores[2].any()  # nothing ever followed item 2
 
 
+def test_transitions_scores_add_up_the_same_densely_and_by_sorting(monkeypatch):
+    import models.transitions as transitions
+
+    rng = np.random.default_rng(3)
+    t = ItemTransitions(window=3, max_neighbours=5)
+    history = rng.integers(0, 40, size=400).tolist()
+    for n in range(1, len(history)):
+        t.learn_one(history[max(0, n - 3) : n], history[n], float(rng.uniform(0.5, 2.0)))
+    recent = [history[n : n + 3] for n in range(0, 60, 3)] + [[], [39]]
+    dense = t.sparse_scores(recent, n_items=35)  # 22 x 35: summed in one flat array
+    monkeypatch.setattr(transitions, "DENSE_SUM_LIMIT", 0)
+    by_sorting = t.sparse_scores(recent, n_items=35)
+    assert dense.has_canonical_format and by_sorting.has_canonical_format
+    assert dense.nnz == by_sorting.nnz > 0 and dense.dtype == by_sorting.dtype == np.float32
+    np.testing.assert_array_equal(dense.indptr, by_sorting.indptr)
+    np.testing.assert_array_equal(dense.indices, by_sorting.indices)
+    np.testing.assert_allclose(dense.data, by_sorting.data, rtol=1e-6)
+
+
 def test_transitions_memory_is_bounded_and_keeps_the_heavy_followers():
     bounded = ItemTransitions(window=1, reverse_weight=0.0, max_targets=4)
     unbounded = ItemTransitions(window=1, reverse_weight=0.0)

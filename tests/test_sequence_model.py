@@ -17,6 +17,7 @@ from models.sequence_training import (
     CheckpointError,
     SequenceScorer,
     TrainConfig,
+    _pad_left,
     encode_events,
     evaluate_leave_one_out,
     fit_sequence_model,
@@ -452,21 +453,33 @@ def test_refit_retrains_on_everything_for_the_chosen_epochs():
     assert refit.version != held_out_only.version
 
 
-def test_encoding_profile_columns_matches_encoding_event_tuples():
+def test_profile_histories_padded_at_once_match_encoding_each_one():
     scorer = train_sequence_model(
         successor_data(n_users=20, length=8), epochs=1, model_options=SMALL, progress=False
     )
-    items = ["i1", "unknown", "i2", "i3"]
-    kinds = [0, 1, 2, 1]  # models.events codes, as a UserProfile keeps them
-    times = [10.0, 20.0, 35.0, 90.0]
-    events = list(zip(items, [EVENT_TYPES[k] for k in kinds], times, strict=True))
-    tuples = scorer.encode(events)
-    columns = scorer.encode_columns(items, kinds, times)
-    assert len(columns) == 3  # the item the model never saw is dropped, as by encode
-    for name in ("items", "types", "gaps"):
-        assert np.array_equal(getattr(tuples, name), getattr(columns, name), equal_nan=True)
-    states = scorer.hidden_states([columns, events])
-    assert np.allclose(states[0], states[1])
+    long_items = [f"i{n % 6 + 1}" for n in range(11)]  # longer than max_len (8)
+    histories = [
+        (["i1", "unknown", "i2", "i3"], [0, 1, 2, 1], [10.0, 20.0, 35.0, 90.0]),
+        ([], [], []),
+        (["unknown"], [0], [5.0]),
+        (long_items, [n % 3 for n in range(11)], [100.0 + 7 * n * n for n in range(11)]),
+    ]
+    events = [
+        list(zip(items, [EVENT_TYPES[k] for k in kinds], times, strict=True))
+        for items, kinds, times in histories
+    ]
+    encoded = [scorer.encode(e) for e in events]
+    assert [len(e) for e in encoded] == [3, 0, 0, 11]  # items the model never saw: dropped
+    windows = [e.window(max(0, len(e) - 8), len(e)) for e in encoded]
+    expected = _pad_left(windows, 8, scorer.model.config.n_gap_buckets)
+    padded = scorer.padded_inputs(histories)
+    for got, want in zip(padded, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # The long history's first action in view is timed from the one before it, as in training.
+    assert padded[2][3, 0] == gap_buckets(np.array([7.0 * (9 - 4)]), 32)[0] != 1
+    states = scorer.padded_hidden_states(*padded)
+    np.testing.assert_allclose(states, scorer.hidden_states(events), rtol=1e-5, atol=1e-6)
+    assert not states[1].any() and not states[2].any()
 
 
 def test_kept_weights_are_a_moving_average_of_the_trained_ones():
