@@ -159,13 +159,6 @@ def encode_events(
 ) -> EncodedSequence:
     """:class:`EncodedSequence` of time-ordered events already mapped to item rows."""
     types = np.fromiter((event_code(t) for t in event_types), dtype=np.int64, count=len(rows))
-    return _with_gaps(rows, types, timestamps)
-
-
-def _with_gaps(
-    rows: Sequence[int], types: np.ndarray, timestamps: Sequence[float]
-) -> EncodedSequence:
-    """Item rows and 1-based event codes, with the gaps derived from the timestamps."""
     ts = np.asarray(timestamps, dtype=np.float64)
     gaps = np.full(len(ts), np.nan)
     gaps[1:] = np.diff(ts)
