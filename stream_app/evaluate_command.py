@@ -96,6 +96,14 @@ def build_baseline(name: str, seed: int):
     help="Max Transformer epochs when training on the warm-up",
 )
 @click.option("--seed", type=int, default=2020, show_default=True)
+@click.option(
+    "--train-threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="CPU threads that train the Transformer (0: torch's default). Threads add floats in "
+    "another order, so the same seed trains another model on another count",
+)
 @click.option("--text-encoder", default=None, help="bert | hashing | none | local model path")
 @click.option("--device", default=None, help="auto | cpu | cuda")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
@@ -109,6 +117,7 @@ def evaluate(
     save_sequence: Path | None,
     epochs: int,
     seed: int,
+    train_threads: int,
     text_encoder: str | None,
     device: str | None,
     json_path: Path | None,
@@ -134,7 +143,7 @@ def evaluate(
     sequence = None
     if any("sequence" in SYSTEMS.get(n, ()) for n in names):
         sequence = _sequence_model(
-            sequence_checkpoint, interactions[:n_warm], epochs, seed, settings
+            sequence_checkpoint, interactions[:n_warm], epochs, seed, train_threads, settings
         )
         if save_sequence and not sequence_checkpoint:
             sequence.save_checkpoint(save_sequence)
@@ -163,6 +172,7 @@ def evaluate(
         "order": "timestamp, ties in file order",
         "candidates": "items seen so far, minus the user's own items",
         "seed": seed,
+        "train_threads": None if sequence_checkpoint else train_threads,
         "text_encoder": settings.text_encoder,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
@@ -177,7 +187,9 @@ def evaluate(
         plot_ndcg(results, plot_path, title=path.name)
 
 
-def _sequence_model(checkpoint, warm, epochs, seed, settings):
+def _sequence_model(checkpoint, warm, epochs, seed, train_threads, settings):
+    import torch
+
     from models.sequence_training import SequenceScorer, train_sequence_model
 
     device = settings.resolved_device()
@@ -188,10 +200,15 @@ def _sequence_model(checkpoint, warm, epochs, seed, settings):
             precision=settings.precision,
             average_tie_orders=settings.sequence_average_tie_orders,
         )
-    started = time.perf_counter()
-    scorer = train_sequence_model(
-        warm, epochs=epochs, seed=seed, device=device, exclude_history=settings.exclude_consumed
-    )
+    started, threads = time.perf_counter(), torch.get_num_threads()
+    if train_threads > 0:
+        torch.set_num_threads(train_threads)
+    try:
+        scorer = train_sequence_model(
+            warm, epochs=epochs, seed=seed, device=device, exclude_history=settings.exclude_consumed
+        )
+    finally:
+        torch.set_num_threads(threads)  # the evaluated window runs as before
     # Served as the worker serves it.
     scorer.precision = settings.precision
     scorer.average_tie_orders = settings.sequence_average_tie_orders

@@ -453,6 +453,33 @@ def test_refit_retrains_on_everything_for_the_chosen_epochs():
     assert refit.version != held_out_only.version
 
 
+def test_evaluate_command_reports_every_method_and_trains_on_the_threads_asked(tmp_path):
+    from stream_app.evaluate_command import BASELINES, SYSTEMS, evaluate
+
+    path = tmp_path / "walks.inter"
+    rows = sorted(successor_data(n_users=30, length=10), key=lambda it: it.timestamp)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [f"{it.user_id}\t{it.item_id}\t4\t{it.timestamp:.0f}" for it in rows]
+    path.write_text("\n".join(lines) + "\n")
+    args = [str(path), "--epochs", "2", "--train-threads", "1", "--text-encoder", "hashing"]
+    args += ["--json", str(tmp_path / "out.json"), "--plot", str(tmp_path / "out.png")]
+    torch.set_num_threads(2)
+    try:
+        result = CliRunner().invoke(evaluate, args)
+        assert torch.get_num_threads() == 2  # only the training ran on one
+    finally:
+        torch.set_num_threads(1)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["protocol"]["train_threads"] == 1 and report["protocol"]["warmup"] == 0.8
+    assert set(report["results"]) == set(SYSTEMS) | set(BASELINES)
+    for name, scores in report["results"].items():
+        assert {"recall@10", "ndcg@10", "evaluated", "skipped", "events_per_s"} <= set(scores)
+        assert scores["evaluated"] > 0 and 0.0 <= scores["ndcg@10"] <= 1.0, name
+    assert "streamrec / best baseline" in result.output
+    assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_profile_histories_padded_at_once_match_encoding_each_one():
     scorer = train_sequence_model(
         successor_data(n_users=20, length=8), epochs=1, model_options=SMALL, progress=False
