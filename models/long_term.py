@@ -26,16 +26,15 @@ def render_history(profile: UserProfile, items: ItemIndex, max_events: int = 8) 
     BERT reads only the first few dozen tokens, so the text names the actions that say most
     about lasting taste (a purchase, a 5-star rating), not merely the latest ones, which the
     short-term signals already have."""
-    kept = []  # (weight, position) of every action that can be rendered
+    kept = []  # (weight, position, item row) of every action that can be rendered
     for position, item_id in enumerate(profile.items):
         row = items.row_of.get(item_id)
         if row is None or items.titles[row] is None or profile.kind_name(position) == "skip":
             continue
-        kept.append((profile.weights[position], position))
-    strongest = sorted(kept, key=lambda wp: (-wp[0], -wp[1]))[:max_events]
+        kept.append((profile.weights[position], position, row))
+    strongest = sorted(kept, key=lambda action: (-action[0], -action[1]))[:max_events]
     parts = []
-    for _, position in sorted(strongest, key=lambda wp: -wp[1]):
-        row = items.row_of[profile.items[position]]
+    for _, position, row in sorted(strongest, key=lambda action: -action[1]):
         text = f"{PAST_TENSE[profile.kind_name(position)]} {items.titles[row]}"
         if items.categories[row]:
             text += f" ({', '.join(items.categories[row])})"

@@ -298,8 +298,13 @@ def _pad_left(parts: Sequence[EncodedSequence], max_len: int, n_gap_buckets: int
             items[row, max_len - n :] = part.items
             types[row, max_len - n :] = part.types
             gaps[row, max_len - n :] = part.gaps
-    buckets = gap_buckets(gaps, n_gap_buckets) if n_gap_buckets else np.zeros_like(items)
-    return items, types, np.where(items == PAD, PAD, buckets)
+    return items, types, _padded_gap_buckets(items, gaps, n_gap_buckets)
+
+
+def _padded_gap_buckets(items: np.ndarray, seconds: np.ndarray, n_gap_buckets: int) -> np.ndarray:
+    """Gap buckets of left-padded ``[B L]`` gaps in seconds; 0 on padding and with gaps off."""
+    buckets = gap_buckets(seconds, n_gap_buckets) if n_gap_buckets else np.zeros_like(items)
+    return np.where(items == PAD, PAD, buckets)
 
 
 def _contexts(cases: Sequence[RankingCase], config: SequenceModelConfig):
@@ -860,10 +865,7 @@ class SequenceScorer:
         items = np.zeros((B, config.max_len), dtype=np.int64)
         types, seconds = np.zeros_like(items), np.zeros(items.shape)
         items[at], types[at], seconds[at] = rows[kept], kinds[kept], gaps[kept]
-        if not config.n_gap_buckets:
-            return items, types, np.zeros_like(items)
-        buckets = gap_buckets(seconds, config.n_gap_buckets)
-        return items, types, np.where(items == PAD, PAD, buckets)
+        return items, types, _padded_gap_buckets(items, seconds, config.n_gap_buckets)
 
     @torch.no_grad()
     def score_sequences(
