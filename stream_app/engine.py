@@ -32,16 +32,29 @@ from models.fusion import SIGNALS
 from models.long_term import LongTermInterest
 from schemas import BehaviorEvent, CatalogItem, DeadLetter
 from schemas.records import MAX_DEAD_LETTER_PAYLOAD
-from stream_app.settings import Settings
+from stream_app.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
+
+
+def blend_signals(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` checked against the fusion's signals (each at most once, at least one)."""
+    names = tuple(names)
+    if not names or len(set(names)) != len(names) or not set(names) <= set(SIGNALS):
+        raise ConfigError(
+            f"STREAMREC_SIGNALS must name each of {', '.join(SIGNALS)} at most once "
+            f"(at least one); got {', '.join(names) or 'none'}"
+        )
+    return names
 
 
 class Engine:
     """Item index + recommender built from settings; one per worker process."""
 
-    def __init__(self, settings: Settings, signals: Sequence[str] = SIGNALS) -> None:
+    def __init__(self, settings: Settings, signals: Sequence[str] | None = None) -> None:
+        """``signals``: the blend's signals; default: the settings' (``STREAMREC_SIGNALS``)."""
         self.settings = settings
+        signals = blend_signals(settings.signal_names if signals is None else signals)
         self.device = settings.resolved_device()
         encoder = build_text_encoder(settings.text_encoder, self.device, settings.precision)
         self.featurizer = ItemFeaturizer(encoder)

@@ -101,6 +101,9 @@ class Settings:
     top_k: int = 10
     # models
     text_encoder: str = "bert"  # bert | hashing | none | /path/to/local/hf/model
+    # The fusion signals the worker blends (models.fusion.SIGNALS), comma-separated: leave
+    # one out to save its cost where it does not pay (README: Evaluation).
+    signals: str = "sequence,transitions,short_term,long_term,popularity"
     device: str = "auto"  # auto | cpu | cuda
     compute_threads: int = 1  # torch/BLAS threads per worker; 0: library defaults
     history_len: int = 100
@@ -198,6 +201,10 @@ class Settings:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError("STREAMREC_DEVICE must be auto, cpu or cuda[:N]")
         self.security.validate()
+
+    @property
+    def signal_names(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.signals.split(",") if s.strip())
 
     @property
     def bootstrap_servers(self) -> list[str]:

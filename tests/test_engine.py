@@ -3,12 +3,16 @@
 import json
 
 import numpy as np
+import pytest
+from click.testing import CliRunner
 
+from models.fusion import SIGNALS
 from models.sequence_training import train_sequence_model
 from models.streaming import Interaction
 from schemas import CatalogItem, Recommendation
+from stream_app.cli import main
 from stream_app.engine import Engine, save_embeddings, text_key
-from stream_app.settings import Settings
+from stream_app.settings import ConfigError, Settings
 from tests.conftest import genre_catalog
 
 
@@ -102,3 +106,39 @@ def test_gate_learns_from_a_sample_pooled_into_full_batches(tmp_path, catalog):
     engine.learn_gate(examples[size - 1 :], next_items[size - 1 :])
     full = len(examples) // size
     assert 0 < engine.recommender.gate.updates <= full * size
+
+
+def test_the_worker_blends_only_the_signals_its_settings_name(tmp_path, catalog):
+    assert Settings().signal_names == SIGNALS  # by default, every signal
+    items = [c["item_id"] for c in catalog]
+    refreshed = {}
+    for signals in (
+        "sequence,transitions,short_term,long_term,popularity",
+        "popularity, short_term",
+    ):
+        engine = _engine(tmp_path, signals=signals)
+        assert engine.recommender.gate.signals == engine.recommender.config.signals
+        engine.add_items(*engine.featurize([CatalogItem(**c) for c in catalog]))
+        profile = engine.load_profile("u", None)
+        for n in range(5):
+            event = Interaction("u", items[n], 1e9 + n, "view", event_id=f"e{n}")
+            assert engine.apply(profile, event, None)
+        (served,) = engine.recommend([profile], ["e4"])
+        assert len(served["items"]) == 10 and not {i["item_id"] for i in served["items"]} & set(
+            items[:5]
+        )
+        refreshed[engine.recommender.config.signals] = engine.recommender.refresh_long_term(
+            [profile], force=True
+        )
+    # A history is embedded by BERT only where the long-term signal is blended.
+    assert refreshed == {SIGNALS: 1, ("popularity", "short_term"): 0}
+
+
+@pytest.mark.parametrize("signals", ["sequence,bogus", "popularity,popularity", " , "])
+def test_a_worker_asked_for_an_unknown_or_repeated_signal_refuses_to_start(tmp_path, signals):
+    with pytest.raises(ConfigError, match="STREAMREC_SIGNALS must name each of"):
+        _engine(tmp_path, signals=signals)
+    result = CliRunner().invoke(
+        main, ["worker", "--data-dir", str(tmp_path)], env={"STREAMREC_SIGNALS": signals}
+    )
+    assert result.exit_code == 2 and "STREAMREC_SIGNALS must name each of" in result.output
