@@ -102,7 +102,7 @@ class Settings:
     # models
     text_encoder: str = "bert"  # bert | hashing | none | /path/to/local/hf/model
     # The fusion signals the worker blends (models.fusion.SIGNALS), comma-separated: leave
-    # one out to save its cost where it does not pay (README: Evaluation).
+    # one out to save its cost where it does not pay (README: Configuration).
     signals: str = "sequence,transitions,short_term,long_term,popularity"
     device: str = "auto"  # auto | cpu | cuda
     compute_threads: int = 1  # torch/BLAS threads per worker; 0: library defaults
