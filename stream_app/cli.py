@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from stream_app.cli_options import settings_options
-from stream_app.settings import ConfigError, Settings, settings_to_env
+from stream_app.settings import Settings, settings_to_env
 
 
 @click.group()
@@ -41,13 +41,8 @@ def broker(port: int) -> None:
 def worker(settings: Settings) -> None:
     """Run a stream worker (joins the consumer group; scale out by starting more)."""
     from stream_app.app import run_worker
-    from stream_app.engine import blend_signals
     from stream_app.kafka_io import ensure_topics
 
-    try:
-        blend_signals(settings.signal_names)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
     ensure_topics(settings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     run_worker(settings)

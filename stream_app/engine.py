@@ -28,24 +28,12 @@ from models import (
     UserProfile,
     build_text_encoder,
 )
-from models.fusion import SIGNALS
 from models.long_term import LongTermInterest
 from schemas import BehaviorEvent, CatalogItem, DeadLetter
 from schemas.records import MAX_DEAD_LETTER_PAYLOAD
-from stream_app.settings import ConfigError, Settings
+from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def blend_signals(names: Sequence[str]) -> tuple[str, ...]:
-    """``names`` checked against the fusion's signals (each at most once, at least one)."""
-    names = tuple(names)
-    if not names or len(set(names)) != len(names) or not set(names) <= set(SIGNALS):
-        raise ConfigError(
-            f"STREAMREC_SIGNALS must name each of {', '.join(SIGNALS)} at most once "
-            f"(at least one); got {', '.join(names) or 'none'}"
-        )
-    return names
 
 
 class Engine:
@@ -54,7 +42,7 @@ class Engine:
     def __init__(self, settings: Settings, signals: Sequence[str] | None = None) -> None:
         """``signals``: the blend's signals; default: the settings' (``STREAMREC_SIGNALS``)."""
         self.settings = settings
-        signals = blend_signals(settings.signal_names if signals is None else signals)
+        signals = settings.signal_names if signals is None else tuple(signals)
         self.device = settings.resolved_device()
         encoder = build_text_encoder(settings.text_encoder, self.device, settings.precision)
         self.featurizer = ItemFeaturizer(encoder)
@@ -79,7 +67,7 @@ class Engine:
                 interest_half_life_s=settings.interest_half_life_s,
                 popularity_half_life_s=settings.popularity_half_life_s,
                 exclude_consumed=settings.exclude_consumed,
-                signals=tuple(signals),
+                signals=signals,
                 learn_gate=settings.gate_learning,
                 rerank=settings.rerank,
                 ranking_precision=settings.precision,

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "STREAMREC_"
+# The fusion's signals (models.fusion.SIGNALS; a test keeps the two equal), named here so
+# that checking settings does not import the models and torch.
+SIGNAL_NAMES = ("sequence", "transitions", "short_term", "long_term", "popularity")
 
 
 class ConfigError(ValueError):
@@ -101,9 +104,9 @@ class Settings:
     top_k: int = 10
     # models
     text_encoder: str = "bert"  # bert | hashing | none | /path/to/local/hf/model
-    # The fusion signals the worker blends (models.fusion.SIGNALS), comma-separated: leave
-    # one out to save its cost where it does not pay (README: Configuration).
-    signals: str = "sequence,transitions,short_term,long_term,popularity"
+    # The fusion signals the worker blends, comma-separated: leave one out to save its cost
+    # where it does not pay (README: Configuration).
+    signals: str = ",".join(SIGNAL_NAMES)
     device: str = "auto"  # auto | cpu | cuda
     compute_threads: int = 1  # torch/BLAS threads per worker; 0: library defaults
     history_len: int = 100
@@ -200,6 +203,12 @@ class Settings:
             raise ConfigError("STREAMREC_LOG_FORMAT must be 'text' or 'json'")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError("STREAMREC_DEVICE must be auto, cpu or cuda[:N]")
+        names = self.signal_names
+        if not names or len(set(names)) != len(names) or not set(names) <= set(SIGNAL_NAMES):
+            raise ConfigError(
+                f"STREAMREC_SIGNALS must name each of {', '.join(SIGNAL_NAMES)} at most once "
+                f"(at least one); got {', '.join(names) or 'none'}"
+            )
         self.security.validate()
 
     @property
