@@ -123,7 +123,7 @@ class Settings:
     embedding_cache: str = ""  # .npz written by `streamrec embed`; reused when text matches
     # Embed a user's history text once they have this many events, and again after as many
     # more. On a validation prefix of ML-100K every 20 and 40 scored the same NDCG@10 (as 10
-    # did earlier) and 40 ran 11-12 % faster: BERT is the evaluator's second-largest cost.
+    # did earlier) and 40 ran 11-13 % faster: BERT is the evaluator's second-largest cost.
     long_term_refresh_events: int = 40
     long_term_events: int = 8  # strongest actions rendered into a history's text
     long_term_max_tokens: int = 64  # of that text, what BERT reads (its cost grows with it)
